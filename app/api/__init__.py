@@ -1,0 +1,1 @@
+"""HTTP transport: routes, request parsing, error mapping, OpenAPI. Knows nothing of torch."""

@@ -1,0 +1,269 @@
+"""Dynamic batching: many concurrent requests, one model worker, batches formed by load.
+
+Policy. Requests join a bounded queue. One collector task takes the first waiting image and
+everything else already queued, up to `max_batch_size`. If that is more than one image (we are
+under load) and the batch is not full, it waits at most `max_delay_s` for more. A lone request
+on an idle server goes straight to the model: batching adds no wait when there is no queue.
+While the model runs one batch, the next one queues up, so batch size follows load by itself.
+
+The queue is the single admission point: for overload (bounded depth; an expected wait longer
+than the request's deadline is refused at once), for deadlines (an image whose deadline passed
+while queued is dropped before the model runs) and for draining (`stop_accepting`, `close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import torch
+
+from app.errors import DeadlineExceededError, InferenceError, NotReadyError, OverloadedError
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+InferFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass
+class _Pending:
+    tensor: torch.Tensor
+    future: asyncio.Future[tuple[torch.Tensor, BatchTiming]]
+    enqueued: float
+    deadline: float | None
+
+
+@dataclass
+class _Stats:
+    """Recent model speed, for the expected-wait estimate. An exponentially weighted mean per
+    batch: cheap, and it follows a slow-down (noisy neighbour, larger batches) within seconds."""
+
+    batch_seconds: float | None = None
+    alpha: float = 0.2
+    busy_since: float | None = None
+    batches: int = field(default=0)
+
+    def record(self, seconds: float) -> None:
+        self.batches += 1
+        if self.batch_seconds is None:
+            self.batch_seconds = seconds
+        else:
+            self.batch_seconds += self.alpha * (seconds - self.batch_seconds)
+
+
+class Batcher:
+    def __init__(
+        self,
+        infer: InferFn,
+        *,
+        executor: Executor,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue_size: int,
+        metrics: Metrics,
+        model_label: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._infer = infer
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.max_queue_size = max_queue_size
+        self._metrics = metrics
+        self._model_label = model_label
+        self._clock = clock
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        # The model thread: one worker, owned by the caller, shared with warm-up.
+        self._executor = executor
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._running_batch = 0
+        self._idle = asyncio.Event()
+        self.stats = _Stats()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._accepting = True
+            self._task = asyncio.get_running_loop().create_task(self._collect(), name="batcher")
+
+    def stop_accepting(self) -> None:
+        """Refuse new work; queued and running images still get their answers."""
+        self._accepting = False
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop accepting, let the queue drain (bounded by `timeout_s`), then stop the worker."""
+        self.stop_accepting()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self.wait_idle()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(NotReadyError("the server is shutting down"))
+        self._metrics.queue_depth.set(0)
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued or running."""
+        while self.depth or self._running_batch:
+            self._idle.clear()
+            await self._idle.wait()
+
+    # --- admission --------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Images queued, not yet handed to the model."""
+        return self._queue.qsize()
+
+    @property
+    def in_progress(self) -> int:
+        return self._running_batch
+
+    def expected_wait_s(self, extra: int = 1) -> float | None:
+        """How long `extra` more images would wait before their results arrive, from recent
+        batch times; None until the model has run a batch."""
+        per_batch = self.stats.batch_seconds
+        if per_batch is None:
+            return None
+        ahead = self.depth + extra
+        batches = -(-ahead // self.max_batch_size)  # ceil
+        remaining = 0.0
+        if self.stats.busy_since is not None:
+            remaining = max(0.0, per_batch - (self._clock() - self.stats.busy_since))
+        return remaining + batches * per_batch
+
+    async def submit(
+        self, tensor: torch.Tensor, *, deadline: float | None = None
+    ) -> tuple[torch.Tensor, BatchTiming]:
+        """Queue one preprocessed image; returns its probability row and timings.
+
+        Raises NotReadyError when draining, OverloadedError when the queue is full or the
+        expected wait exceeds the deadline, DeadlineExceededError when the deadline passes while
+        the image is queued (it is then never run)."""
+        if not self._accepting:
+            raise NotReadyError("the server is draining and takes no new requests")
+        if self.depth >= self.max_queue_size:
+            self._metrics.rejected.labels(reason="queue_full").inc()
+            raise OverloadedError(
+                f"{self.depth} images are already queued (SERVING_MAX_QUEUE_SIZE); retry shortly",
+                headers={"Retry-After": self._retry_after()},
+            )
+        now = self._clock()
+        if deadline is not None:
+            expected = self.expected_wait_s()
+            if expected is not None and now + expected > deadline:
+                self._metrics.rejected.labels(reason="expected_wait").inc()
+                raise OverloadedError(
+                    f"the expected wait of {expected:.2f}s exceeds this request's deadline "
+                    f"of {max(0.0, deadline - now):.2f}s; retry shortly",
+                    headers={"Retry-After": self._retry_after()},
+                )
+        future: asyncio.Future[tuple[torch.Tensor, BatchTiming]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(_Pending(tensor, future, now, deadline))
+        self._metrics.queue_depth.set(self.depth)
+        return await future
+
+    def _retry_after(self) -> str:
+        expected = self.expected_wait_s(extra=0) or 1.0
+        return str(max(1, round(expected)))
+
+    # --- the collector ----------------------------------------------------------------------
+
+    def _take_ready(self, batch: list[_Pending]) -> None:
+        while len(batch) < self.max_batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    async def _gather(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        self._take_ready(batch)
+        if 1 < len(batch) < self.max_batch_size and self.max_delay_s > 0:
+            until = self._clock() + self.max_delay_s
+            while len(batch) < self.max_batch_size:
+                left = until - self._clock()
+                if left <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(left):
+                        batch.append(await self._queue.get())
+                except TimeoutError:
+                    break
+                self._take_ready(batch)
+        return batch
+
+    def _admit(self, batch: list[_Pending]) -> list[_Pending]:
+        """Drop cancelled requests (client went away) and those past their deadline."""
+        now = self._clock()
+        live = []
+        for pending in batch:
+            if pending.future.done():
+                continue
+            if pending.deadline is not None and now > pending.deadline:
+                self._metrics.rejected.labels(reason="deadline").inc()
+                pending.future.set_exception(
+                    DeadlineExceededError(
+                        f"the request's deadline passed after {now - pending.enqueued:.2f}s "
+                        "in the queue; it was not run"
+                    )
+                )
+                continue
+            live.append(pending)
+        return live
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            self._metrics.queue_depth.set(self.depth)
+            batch = self._admit(batch)
+            if not batch:
+                continue
+            self._running_batch = len(batch)
+            started = self._clock()
+            self.stats.busy_since = started
+            try:
+                stacked = torch.stack([p.tensor for p in batch])
+                probs = await loop.run_in_executor(self._executor, self._infer, stacked)
+            except Exception:  # a model fault: every request of the batch learns of it
+                log.exception("inference failed for a batch of %d", len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            InferenceError("the model failed on this batch; see server logs")
+                        )
+                continue
+            finally:
+                self._running_batch = 0
+                self.stats.busy_since = None
+                self._idle.set()
+            elapsed = self._clock() - started
+            self.stats.record(elapsed)
+            self._metrics.batch_size.observe(len(batch))
+            self._metrics.inference_duration.labels(model=self._model_label).observe(elapsed)
+            for row, pending in enumerate(batch):
+                queue_s = started - pending.enqueued
+                self._metrics.queue_wait.observe(queue_s)
+                if not pending.future.done():
+                    pending.future.set_result(
+                        (probs[row], BatchTiming(queue_s, elapsed, len(batch)))
+                    )

@@ -1,0 +1,190 @@
+"""Settings: every knob of the service, read from `SERVING_*` environment variables.
+
+Nothing here runs at import time: callers build `Settings()` once (in `python -m app` or a
+test) and pass it to `create_app(settings)`. The field list is the single source of the
+README's settings table and of the Helm chart's ConfigMap (a test keeps the three equal).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SERVING_"
+
+# Architectures offered by name. Any torchvision classification model works; these are the ones
+# the docs promise and tests cover. Others are accepted if torchvision knows them.
+DOCUMENTED_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class Settings(BaseSettings):
+    """All settings of one serving process. Field docs are user-facing (README table)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        use_enum_values=False,
+        # `model_` fields are ours, not pydantic's namespace.
+        protected_namespaces=(),
+    )
+
+    # --- server -----------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning, error.")
+    log_format: LogFormat = Field(
+        LogFormat.JSON, description="`json` (one object per line) or `text`."
+    )
+
+    # --- model ------------------------------------------------------------------------------
+    model_name: str = Field(
+        "resnet50",
+        description="torchvision classification architecture: resnet18/34/50/101/152, ...",
+    )
+    model_weights: str = Field(
+        "DEFAULT",
+        description=(
+            "`DEFAULT` (torchvision's default weights), a weights name such as "
+            "`IMAGENET1K_V1`, a path to a `.pth` state dict, or `random` (tests/smoke only)."
+        ),
+    )
+    allow_weights_download: bool = Field(
+        True,
+        description="Let torchvision download named weights that are not in torch's cache.",
+    )
+    random_seed: int = Field(0, description="Seed for `random` weights (reproducible tests).")
+    num_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="torch intra-op threads; 0 = the CPUs this process may use (cgroup-aware).",
+    )
+
+    # --- request limits ---------------------------------------------------------------------
+    top_k: int = Field(5, ge=1, le=20, description="Default number of predictions returned.")
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest accepted image, in bytes (uploads and URL downloads).",
+    )
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="Largest accepted image in pixels (width x height): stops decompression bombs.",
+    )
+    max_batch_files: int = Field(
+        16, ge=1, le=256, description="Most images in one `POST /predict/batch` request."
+    )
+
+    # --- batching ---------------------------------------------------------------------------
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Most images the model runs in one forward pass."
+    )
+    max_batch_delay_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Longest a batch waits to fill once requests are queued (never when idle).",
+    )
+    max_queue_size: int = Field(
+        64, ge=1, description="Images waiting for the model before new requests get 503."
+    )
+    decode_workers: int = Field(
+        2, ge=1, le=64, description="Threads that decode and preprocess images."
+    )
+
+    # --- URL fetching -----------------------------------------------------------------------
+    url_fetch_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Total time allowed to fetch an image URL."
+    )
+    url_max_redirects: int = Field(3, ge=0, le=20, description="Redirects followed per URL.")
+    allow_private_urls: bool = Field(
+        False,
+        description=(
+            "Allow URLs that resolve to loopback, private or link-local addresses. "
+            "Cloud metadata addresses stay refused."
+        ),
+    )
+    url_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated CIDRs exempt from the private-address block "
+            "(e.g. an in-cluster image store)."
+        ),
+    )
+
+    @field_validator("url_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("url_allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR network: {cidr!r}") from exc
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("model_name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        # Imported here, not at module import: torchvision is heavy and settings stay cheap.
+        from torchvision import models
+
+        name = value.strip().lower()
+        known = models.list_models(module=models)
+        if name not in known:
+            raise ValueError(
+                f"unknown torchvision classification model {value!r}; "
+                f"try one of {', '.join(DOCUMENTED_MODELS)}"
+            )
+        return name
+
+    @field_validator("model_weights")
+    @classmethod
+    def _strip_weights(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty: use DEFAULT, a weights name, a path or random")
+        return value
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad variable, for a start-up failure message."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "?"
+        env = f"{ENV_PREFIX}{field.upper()}"
+        given = item.get("input")
+        shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""
+        parts.append(f"{env}{shown}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,163 @@
+"""Turning untrusted bytes into an RGB image, or a clear client error.
+
+Everything here assumes hostile input: the format is sniffed from the bytes (never from a file
+name), only a short list of formats is parsed at all, the pixel count is checked from the header
+before any pixel is decoded (decompression bombs), and any failure of the decoder becomes an
+`InvalidImageError` instead of escaping as a 500.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import (
+    EmptyImageError,
+    ImageTooLargeError,
+    InvalidImageError,
+    UnsupportedImageFormatError,
+)
+
+# Pillow format ids we decode. Sniffed from content; everything else is refused with 415.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+SUPPORTED_MEDIA_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+)
+
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Transparent pixels are shown over white, as a browser shows them on a default page.
+_BACKGROUND = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # mode RGB, orientation applied
+    format: str
+    original_size: tuple[int, int]  # (width, height) as stored in the file
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image is too large: {_short(exc)}") from exc
+    except UnidentifiedImageError:
+        pass
+    except Exception as exc:  # a broken header in a supported format
+        raise InvalidImageError(f"could not read image header: {_short(exc)}") from exc
+    # Not one of ours. Tell "a real image in another format" (415) from "not an image" (400).
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            found = other.format or "unknown"
+    except Exception:
+        raise InvalidImageError(
+            f"the data is not an image in a supported format ({', '.join(SUPPORTED_FORMATS)})"
+        ) from None
+    raise UnsupportedImageFormatError(
+        f"image format {found} is not supported; send one of {', '.join(SUPPORTED_FORMATS)}"
+    )
+
+
+def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
+    # Pillow's convert("L") clips 16-bit values at 255, turning most photos white; scale instead.
+    arr = np.asarray(img)
+    if arr.dtype.kind == "f":
+        peak = float(np.nanmax(arr)) if arr.size else 0.0
+        scale = 255.0 if peak <= 1.0 else (255.0 / 65535.0 if peak > 255.0 else 1.0)
+        out = np.clip(np.nan_to_num(arr) * scale, 0, 255)
+    else:
+        wide = arr.astype(np.int64)
+        peak = int(wide.max()) if wide.size else 0
+        out = np.clip(wide >> 8, 0, 255) if peak > 255 else np.clip(wide, 0, 255)
+    return Image.fromarray(out.astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any decoded mode to 8-bit RGB: alpha over white, 16-bit scaled, CMYK/palette converted."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        return _sixteen_bit_to_l(img).convert("RGB")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def draft_size(size: tuple[int, int], target_short_side: int) -> tuple[int, int] | None:
+    """The size to ask a JPEG decoder for: keep the short side at least twice the target, so
+    the antialiased resize that follows still has real pixels to average. None: decode full."""
+    width, height = size
+    short = min(width, height)
+    floor = 2 * target_short_side
+    if short < 2 * floor:  # libjpeg scales by 1/2, 1/4, 1/8: nothing to gain below 2x
+        return None
+    scale = floor / short
+    return (max(1, int(width * scale)), max(1, int(height * scale)))
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_short_side: int | None = None,
+) -> DecodedImage:
+    """Decode one image from untrusted bytes into RGB with EXIF orientation applied.
+
+    `draft_short_side`: when set, large JPEGs are decoded at a reduced scale (libjpeg's DCT
+    scaling) that keeps the short side at least twice this size: much faster for photographs
+    far bigger than the model's input, with no visible effect after the final resize.
+    """
+    if not data:
+        raise EmptyImageError("the image is empty (0 bytes)")
+    img = _open(data)
+    try:
+        fmt = img.format or "unknown"
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise InvalidImageError(f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {width}x{height} = {width * height} pixels; "
+                f"the limit is {max_pixels} (SERVING_MAX_IMAGE_PIXELS)"
+            )
+        if draft_short_side and fmt == "JPEG":
+            requested = draft_size((width, height), draft_short_side)
+            if requested is not None:
+                img.draft("RGB", requested)
+        # Truncated files fail here (Pillow's LOAD_TRUNCATED_IMAGES is left False on purpose).
+        img.load()
+        oriented = ImageOps.exif_transpose(img)
+        rgb = to_rgb(oriented if oriented is not None else img)
+        rgb.load()
+    except (ImageTooLargeError, InvalidImageError):
+        img.close()
+        raise
+    except Image.DecompressionBombError as exc:
+        img.close()
+        raise ImageTooLargeError(f"image is too large: {_short(exc)}") from exc
+    except MemoryError as exc:
+        img.close()
+        raise ImageTooLargeError("image needs more memory to decode than allowed") from exc
+    except Exception as exc:
+        # Pillow raises OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError...
+        # for corrupt data; all of them mean the same thing to the client.
+        img.close()
+        raise InvalidImageError(f"could not decode {fmt} image: {_short(exc)}") from exc
+    return DecodedImage(image=rgb, format=fmt, original_size=(width, height))

@@ -1,0 +1,152 @@
+"""Prometheus metrics of one serving process, on a registry of its own.
+
+A registry per app (not the global default) keeps several apps in one test process apart.
+Names follow Prometheus conventions: base units, `_total` counters, histograms for durations,
+bounded label values (routes are templates, classes are the model's fixed label set).
+Names are public: dashboards and alerts in the chart depend on them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Request latency buckets, seconds: dense around the 100 ms target, up to a slow URL fetch.
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+STAGE_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+
+
+class Metrics:
+    """Every metric the service exports. One instance per app."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+        # --- HTTP ---------------------------------------------------------------------------
+        self.request_count = Counter(
+            "request_count",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "request_duration_seconds",
+            "Time from request received to response sent, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests_in_flight = Gauge(
+            "requests_in_flight",
+            "HTTP requests being handled right now.",
+            registry=r,
+        )
+        self.request_errors = Counter(
+            "request_errors",
+            "Error responses by stable error code (see docs/API.md).",
+            ["code"],
+            registry=r,
+        )
+
+        # --- predictions --------------------------------------------------------------------
+        self.prediction_count = Counter(
+            "prediction_count",
+            "Images classified successfully.",
+            ["model"],
+            registry=r,
+        )
+        self.predicted_class = Counter(
+            "predicted_class",
+            "Top-1 predicted class per image (bounded by the model's class count).",
+            ["model", "class_name"],
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "inference_duration_seconds",
+            "Model forward pass per batch (softmax included).",
+            ["model"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.image_decode_duration = Histogram(
+            "image_decode_duration_seconds",
+            "Image decode and preprocessing per image.",
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.image_bytes = Histogram(
+            "image_size_bytes",
+            "Size of received images (uploads and URL downloads).",
+            buckets=(1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7),
+            registry=r,
+        )
+        self.url_fetch_duration = Histogram(
+            "url_fetch_duration_seconds",
+            "Time to download an image URL, by outcome (ok or the error code).",
+            ["outcome"],
+            buckets=(*STAGE_BUCKETS, 10.0, 30.0),
+            registry=r,
+        )
+
+        # --- batching -----------------------------------------------------------------------
+        self.batch_size = Histogram(
+            "batch_size",
+            "Images per model forward pass.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "queue_wait_seconds",
+            "Time an image waited in the batch queue before its forward pass began.",
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "queue_depth",
+            "Images waiting in the batch queue.",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "rejected_requests",
+            "Images refused or dropped before inference, by reason.",
+            ["reason"],
+            registry=r,
+        )
+
+        # --- model state --------------------------------------------------------------------
+        self.model_info = Gauge(
+            "model_info",
+            "The loaded model: always 1, the labels say which model, weights and path run.",
+            ["model", "weights", "weights_source", "device", "dtype", "compiled"],
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            "model_ready",
+            "1 when the model is loaded and warmed and the process is not draining.",
+            registry=r,
+        )
+        self.model_load_duration = Gauge(
+            "model_load_duration_seconds",
+            "How long loading and warming the model took at start-up.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

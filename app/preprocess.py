@@ -1,0 +1,75 @@
+"""Preprocessing equal to torchvision's `weights.transforms()` for classification weights.
+
+The same operations in the same order as `torchvision.transforms._presets.ImageClassification`
+on a PIL image (resize the short side with Pillow, centre crop, scale to [0, 1], normalise), so
+the tensors agree with torchvision's reference to float rounding (a test holds us to it). Written
+out rather than calling the torchvision module so the steps and their costs are ours to see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms._presets import ImageClassification
+
+_PIL_RESAMPLE = {
+    InterpolationMode.NEAREST: Image.Resampling.NEAREST,
+    InterpolationMode.BILINEAR: Image.Resampling.BILINEAR,
+    InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
+    InterpolationMode.LANCZOS: Image.Resampling.LANCZOS,
+    InterpolationMode.BOX: Image.Resampling.BOX,
+    InterpolationMode.HAMMING: Image.Resampling.HAMMING,
+}
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """torchvision's rule for a one-number resize: the short side becomes `short_side`, the long
+    side keeps the aspect ratio, truncated to an integer."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = short_side, int(short_side * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    resize_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: Image.Resampling
+
+    @classmethod
+    def from_transforms(cls, transforms: ImageClassification) -> Preprocessor:
+        mean = tuple(float(m) for m in transforms.mean)
+        std = tuple(float(s) for s in transforms.std)
+        return cls(
+            resize_size=int(transforms.resize_size[0]),
+            crop_size=int(transforms.crop_size[0]),
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            resample=_PIL_RESAMPLE[transforms.interpolation],
+        )
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> float32 tensor (3, crop, crop), normalised."""
+        width, height = image.size
+        image = image.resize(resized_size(width, height, self.resize_size), self.resample)
+        width, height = image.size
+        crop = self.crop_size
+        # Same rounding as torchvision's center_crop; Pillow fills outside the image with 0,
+        # as torchvision's padding does.
+        top = round((height - crop) / 2.0)
+        left = round((width - crop) / 2.0)
+        image = image.crop((left, top, left + crop, top + crop))
+        # numpy, not torch, for the arithmetic: single-threaded, so decode threads never start
+        # torch's intra-op pool behind the model's back. Same float32 operations in the same
+        # order as torchvision (x / 255, - mean, / std), hence the same bits.
+        pixels = np.asarray(image, dtype=np.uint8).astype(np.float32)
+        pixels /= np.float32(255)
+        pixels -= np.asarray(self.mean, dtype=np.float32)
+        pixels /= np.asarray(self.std, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
