@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from app.config import Settings, describe_validation_error
 from app.logging_setup import configure_logging
 from app.main import create_app
+from app.server import ServingServer
 from app.weights import WeightsUnavailableError
 
 log = logging.getLogger("app")
@@ -28,7 +29,7 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
 
     fatal: list[BaseException] = []
-    server: uvicorn.Server | None = None
+    server: ServingServer | None = None
 
     def on_fatal(exc: BaseException) -> None:
         fatal.append(exc)
@@ -55,7 +56,7 @@ def main() -> int:
         server_header=False,
         timeout_keep_alive=5,
     )
-    server = uvicorn.Server(config)
+    server = ServingServer(config, on_stop=app.state.service.start_draining)
     server.run()
     if fatal:
         return EXIT_MODEL

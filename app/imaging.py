@@ -50,11 +50,19 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-def _open(data: bytes) -> Image.Image:
+def _too_large(exc: BaseException, max_pixels: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image is too large ({_short(exc)}); the limit is {max_pixels} pixels "
+        "(SERVING_MAX_IMAGE_PIXELS)"
+    )
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image is too large: {_short(exc)}") from exc
+        # Pillow's own guard (at twice its MAX_IMAGE_PIXELS) fires inside open(), before ours.
+        raise _too_large(exc, max_pixels) from exc
     except UnidentifiedImageError:
         pass
     except Exception as exc:  # a broken header in a supported format
@@ -126,7 +134,7 @@ def decode_image(
     """
     if not data:
         raise EmptyImageError("the image is empty (0 bytes)")
-    img = _open(data)
+    img = _open(data, max_pixels)
     try:
         fmt = img.format or "unknown"
         width, height = img.size
@@ -151,7 +159,7 @@ def decode_image(
         raise
     except Image.DecompressionBombError as exc:
         img.close()
-        raise ImageTooLargeError(f"image is too large: {_short(exc)}") from exc
+        raise _too_large(exc, max_pixels) from exc
     except MemoryError as exc:
         img.close()
         raise ImageTooLargeError("image needs more memory to decode than allowed") from exc

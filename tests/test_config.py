@@ -1,0 +1,73 @@
+"""Settings: the SERVING_ prefix, validation, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import LogFormat, Settings, describe_validation_error
+
+
+def settings_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings_from(monkeypatch)
+    assert (s.host, s.port, s.model_name, s.model_weights) == (
+        "0.0.0.0",
+        8000,
+        "resnet50",
+        "DEFAULT",
+    )
+    assert s.top_k == 5
+    assert s.allow_private_urls is False
+    assert s.log_format is LogFormat.JSON
+
+
+def test_values_come_from_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings_from(
+        monkeypatch,
+        SERVING_PORT="9000",
+        SERVING_MODEL_NAME="ResNet18",
+        SERVING_TOP_K="3",
+        SERVING_ALLOW_PRIVATE_URLS="true",
+        SERVING_URL_ALLOWED_NETWORKS="10.0.0.0/8, 192.168.1.0/24",
+        SERVING_LOG_LEVEL="DEBUG",
+    )
+    assert s.port == 9000
+    assert s.model_name == "resnet18"
+    assert s.top_k == 3
+    assert s.allow_private_urls is True
+    assert s.url_allowed_networks == ["10.0.0.0/8", "192.168.1.0/24"]
+    assert s.log_level.value == "debug"
+
+
+def test_unprefixed_env_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings_from(monkeypatch, PORT="1234").port == 8000
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "fragment"),
+    [
+        ("SERVING_PORT", "eighty", "SERVING_PORT='eighty'"),
+        ("SERVING_TOP_K", "50", "SERVING_TOP_K='50'"),
+        ("SERVING_MODEL_NAME", "resnet9000", "unknown torchvision classification model"),
+        ("SERVING_LOG_FORMAT", "xml", "SERVING_LOG_FORMAT='xml'"),
+        ("SERVING_URL_ALLOWED_NETWORKS", "10.0.0.0/33", "not a CIDR"),
+        ("SERVING_MODEL_WEIGHTS", "  ", "must not be empty"),
+    ],
+)
+def test_bad_values_give_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None)
+    line = describe_validation_error(info.value)
+    assert "\n" not in line
+    assert line.startswith("invalid configuration: ")
+    assert fragment in line
+    assert env in line

@@ -1,0 +1,242 @@
+"""A real `python -m app` (uvicorn) process over a real socket: start-up, readiness,
+concurrency, failures at start-up, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ROOT, make_settings
+from fastapi.testclient import TestClient
+from helpers.images import PHOTOS
+from helpers.server import ServerProcess, free_port
+
+from app import runtime
+from app.main import create_app
+
+
+def run_app(env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SERVING_PORT": str(free_port()), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+# --- start-up failures ---------------------------------------------------------------------
+
+
+def test_missing_weights_file_exits_nonzero_with_one_clear_line(tmp_path: Path) -> None:
+    result = run_app({"SERVING_MODEL_WEIGHTS": str(tmp_path / "missing.pth")})
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "missing.pth" in lines[0]
+    assert "SERVING_MODEL_WEIGHTS" in lines[0]
+
+
+def test_no_cached_weights_and_no_download_exits_nonzero(tmp_path: Path) -> None:
+    result = run_app(
+        {
+            "TORCH_HOME": str(tmp_path),
+            "SERVING_MODEL_WEIGHTS": "DEFAULT",
+            "SERVING_ALLOW_WEIGHTS_DOWNLOAD": "false",
+        }
+    )
+    assert result.returncode == 2
+    assert "not in torch's cache" in result.stderr
+    assert str(tmp_path) in result.stderr
+
+
+def test_bad_setting_exits_nonzero_naming_the_variable() -> None:
+    result = run_app({"SERVING_TOP_K": "0", "SERVING_MODEL_WEIGHTS": "random"})
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "SERVING_TOP_K" in lines[0]
+
+
+def test_weights_that_fail_to_load_stop_the_process(tmp_path: Path) -> None:
+    """Resolution passes (the file exists) but loading fails: the server must exit, not idle
+    unready forever."""
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"definitely not a state dict")
+    with ServerProcess(
+        {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": str(bad)},
+        log_path=tmp_path / "log.txt",
+    ) as server:
+        assert server.proc is not None
+        code = server.proc.wait(60)
+    assert code == 1
+    assert "could not be read" in server.log_text()
+
+
+# --- readiness -----------------------------------------------------------------------------
+
+
+def test_ready_is_503_until_warm_up_has_finished(monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    real_warm_up = runtime.ModelRuntime.warm_up
+
+    def held_warm_up(self: runtime.ModelRuntime, *args: Any, **kwargs: Any) -> float:
+        gate.wait(30)
+        return real_warm_up(self, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.ModelRuntime, "warm_up", held_warm_up)
+    with TestClient(create_app(make_settings(), on_fatal=lambda exc: None)) as client:
+        seen = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            response = client.get("/ready")
+            assert response.status_code == 503
+            body = response.json()
+            assert body["ready"] is False
+            assert response.headers["retry-after"]
+            seen.add(body["status"])
+            if body["status"] == "warming":
+                break
+            time.sleep(0.02)
+        assert "warming" in seen
+        assert client.get("/health").status_code == 200  # alive while not ready
+        predict = client.post("/predict", files={"file": ("a.jpg", b"x")})
+        assert predict.status_code == 503
+        assert predict.json()["error"]["code"] == "not_ready"
+        gate.set()
+        deadline = time.monotonic() + 30
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_resnet50_process_goes_from_503_to_ready(tmp_path: Path) -> None:
+    statuses: list[int] = []
+    with (
+        ServerProcess(
+            {"SERVING_MODEL_NAME": "resnet50", "SERVING_MODEL_WEIGHTS": "random"},
+            log_path=tmp_path / "log.txt",
+        ) as server,
+        httpx.Client(base_url=server.base_url, timeout=5) as client,
+    ):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                response = client.get("/ready")
+            except httpx.TransportError:
+                time.sleep(0.02)
+                continue
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                break
+            time.sleep(0.02)
+        assert statuses[-1] == 200
+        assert 503 in statuses, "readiness was never observed as 503 while loading"
+        photo = PHOTOS["grace_hopper"].read_bytes()
+        response = client.post("/predict", files={"file": ("g.jpg", photo, "image/jpeg")})
+        assert response.status_code == 200
+        assert response.json()["model"] == "resnet50"
+        assert server.terminate() == 0
+
+
+# --- concurrency over a real socket --------------------------------------------------------
+
+
+def test_twenty_concurrent_requests_all_correct(server: ServerProcess) -> None:
+    names = sorted(PHOTOS)
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        expected = {}
+        for name in names:
+            response = client.post("/predict", files={"file": (name, PHOTOS[name].read_bytes())})
+            assert response.status_code == 200
+            expected[name] = response.json()["predictions"]
+
+    async def burst() -> list[tuple[str, httpx.Response]]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+
+            async def one(i: int) -> tuple[str, httpx.Response]:
+                name = names[i % len(names)]
+                files = {"file": (name, PHOTOS[name].read_bytes())}
+                return name, await client.post("/predict", files=files)
+
+            return await asyncio.gather(*(one(i) for i in range(20)))
+
+    results = asyncio.run(burst())
+    batch_sizes = []
+    for name, response in results:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        got = body["predictions"]
+        assert [p["class_id"] for p in got] == [p["class_id"] for p in expected[name]]
+        for a, b in zip(got, expected[name], strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        batch_sizes.append(body["timing_ms"]["batch_size"])
+    assert max(batch_sizes) > 1, "concurrent requests should have been batched"
+
+
+def test_health_answers_while_the_model_is_busy(server: ServerProcess) -> None:
+    """Model work runs off the event loop: a probe is answered quickly during a burst."""
+
+    async def scenario() -> float:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            photo = PHOTOS["coffee"].read_bytes()
+            load = [
+                asyncio.create_task(client.post("/predict", files={"file": ("c.png", photo)}))
+                for _ in range(16)
+            ]
+            await asyncio.sleep(0.2)
+            started = time.perf_counter()
+            response = await client.get("/health")
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 200
+            await asyncio.gather(*load)
+            return elapsed
+
+    # Generous bound: a blocked loop would take the whole burst (seconds) to answer.
+    assert asyncio.run(scenario()) < 1.0
+
+
+def test_access_log_is_one_json_line_per_request(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        client.post(
+            "/predict",
+            files={"file": ("g.jpg", PHOTOS["grace_hopper"].read_bytes())},
+            headers={"X-Request-ID": "log-check-42"},
+        )
+    time.sleep(0.2)
+    records = []
+    for line in server.log_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON log line: {line!r}")
+    mine = [r for r in records if r.get("request_id") == "log-check-42"]
+    assert len(mine) == 1
+    entry = mine[0]
+    assert entry["route"] == "/predict"
+    assert entry["status"] == 200
+    assert entry["duration_ms"] > 0
+    assert entry["request_bytes"] > 0
+    assert "\\xff\\xd8" not in json.dumps(records)  # no image bytes in logs
+
+
+def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    with ServerProcess(
+        {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random"},
+        log_path=tmp_path / "log.txt",
+    ) as server:
+        server.wait_ready()
+        assert server.terminate(timeout_s=30) == 0
