@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.runtime_options import DeviceChoice, Precision
+
 ENV_PREFIX = "SERVING_"
 
 # Architectures offered by name. Any torchvision classification model works; these are the ones
@@ -77,6 +79,25 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description="torch intra-op threads; 0 = the CPUs this process may use (cgroup-aware).",
+    )
+
+    device: DeviceChoice = Field(
+        DeviceChoice.AUTO,
+        description="`auto` (a CUDA GPU if torch sees one, else CPU), `cpu` or `cuda`.",
+    )
+    precision: Precision = Field(
+        Precision.AUTO,
+        description=(
+            "`auto` (bf16 on CPUs with AMX or AVX512-BF16 and on bf16-capable GPUs, else fp32), "
+            "`fp32` or `bf16`."
+        ),
+    )
+    compile: bool = Field(
+        False,
+        description=(
+            "torch.compile the model (needs a C++ compiler on CPU); compiled and warmed for "
+            "every batch size before /ready turns 200."
+        ),
     )
 
     # --- request limits ---------------------------------------------------------------------

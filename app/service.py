@@ -125,11 +125,18 @@ class PredictionService:
         # Runs on the model thread, so torch's thread settings are made where inference runs.
         assert self.source is not None
         loaded = load_model(self.source, seed=self.settings.random_seed)
-        return ModelRuntime(loaded, num_threads=self.num_threads)
+        return ModelRuntime(
+            loaded,
+            num_threads=self.num_threads,
+            device=self.settings.device,
+            precision=self.settings.precision,
+            compile_model=self.settings.compile,
+        )
 
     def _warm_batch_sizes(self) -> list[int]:
-        sizes = {1, self.settings.max_batch_size}
-        return sorted(sizes)
+        # Every size the batcher can produce: each new shape costs kernel selection (and a
+        # compilation when compiled), which must not land on a user's request.
+        return list(range(1, self.settings.max_batch_size + 1))
 
     async def load(self, on_fatal: Callable[[BaseException], None] | None = None) -> None:
         """Load and warm the model, then start taking requests. Meant to run as a background

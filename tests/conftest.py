@@ -27,6 +27,9 @@ def make_settings(**overrides: Any) -> Settings:
         "model_weights": "random",
         "random_seed": 0,
         "num_threads": 1,
+        # The exact path: equal to torchvision's reference. The fast paths have their own tests.
+        "precision": "fp32",
+        "device": "cpu",
         "log_format": "text",
     }
     values.update(overrides)
