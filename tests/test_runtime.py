@@ -3,6 +3,8 @@ guard against fp32, the compiled path, and the runtime as the service reports it
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from conftest import make_settings, wait_ready
@@ -75,7 +77,7 @@ def test_fp32_path_equals_the_plain_model() -> None:
     "model_name", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow)]
 )
 def test_bf16_keeps_top1_and_four_of_top5(
-    model_name: str, record_property: pytest.RecordProperty
+    model_name: str, record_property: Callable[[str, object], None]
 ) -> None:
     """The accuracy guard for the fast path, on real photographs. With random weights the
     classes are less separated than with trained ones, so this is the weaker check; the GitHub
