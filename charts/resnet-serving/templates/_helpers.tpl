@@ -1,0 +1,126 @@
+{{/*
+The chart name, or nameOverride; 63 characters at most (a DNS label).
+*/}}
+{{- define "resnet-serving.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release-qualified full name used for every resource: fullnameOverride, else
+"<release>-<name>" (or just the release name when it already contains the name), cut at 63.
+*/}}
+{{- define "resnet-serving.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, as used by the helm.sh/chart label.
+*/}}
+{{- define "resnet-serving.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: the Deployment's selector, the Service's selector, the PDB's and the
+ServiceMonitor's. Immutable on a Deployment: never change them in an upgrade.
+*/}}
+{{- define "resnet-serving.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "resnet-serving.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{/*
+Common labels on every resource of the chart.
+*/}}
+{{- define "resnet-serving.labels" -}}
+helm.sh/chart: {{ include "resnet-serving.chart" . }}
+{{ include "resnet-serving.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: resnet-serving
+{{- end }}
+
+{{/*
+Labels of the `helm test` pod: the chart's labels with a component of its own, so that the
+Service and the PDB never select it.
+*/}}
+{{- define "resnet-serving.testLabels" -}}
+helm.sh/chart: {{ include "resnet-serving.chart" . }}
+app.kubernetes.io/name: {{ include "resnet-serving.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that make a Prometheus (kube-prometheus-stack's selects `release: <its release>`) and
+its Grafana sidecar pick up our ServiceMonitor, PrometheusRule and dashboards.
+*/}}
+{{- define "resnet-serving.monitoringLabels" -}}
+release: {{ .Values.monitoring.release | default .Release.Name | quote }}
+{{- with .Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount the pods run as.
+*/}}
+{{- define "resnet-serving.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "resnet-serving.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container image: repository@digest when a digest is set, else repository:tag with the
+chart's appVersion as the default tag.
+*/}}
+{{- define "resnet-serving.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+{{- end }}
+
+{{/*
+One setting value as a ConfigMap string. Helm reads YAML numbers as floats: whole numbers are
+printed without an exponent (10485760, not 1.048576e+07), booleans as true/false, null as "".
+*/}}
+{{- define "resnet-serving.settingValue" -}}
+{{- $v := . }}
+{{- if kindIs "invalid" $v }}
+{{- "" }}
+{{- else if kindIs "float64" $v }}
+{{- if eq $v (floor $v) }}{{ int64 $v }}{{ else }}{{ $v }}{{ end }}
+{{- else }}
+{{- toString $v }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container port, derived from SERVING_PORT so the two cannot disagree.
+*/}}
+{{- define "resnet-serving.containerPort" -}}
+{{- include "resnet-serving.settingValue" (.Values.config.SERVING_PORT | default 8000) | int }}
+{{- end }}
+
+{{/*
+The in-cluster URL of the Service.
+*/}}
+{{- define "resnet-serving.serviceURL" -}}
+{{- printf "http://%s.%s.svc:%d" (include "resnet-serving.fullname" .) .Release.Namespace (.Values.service.port | int) }}
+{{- end }}

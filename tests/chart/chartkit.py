@@ -1,0 +1,48 @@
+"""Constants, types and helpers shared by the chart tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "resnet-serving"
+TOOLS = ROOT / ".tools"
+SCHEMAS = TOOLS / "schemas"
+VALUES_DEV = ROOT / "values-dev.yaml"
+VALUES_PROD = ROOT / "values-prod.yaml"
+RELEASE = "rel"
+NAMESPACE = "serving"
+
+Manifest = dict[str, Any]
+Render = Callable[..., list[Manifest]]
+Helm = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def template_args(
+    chart: Path,
+    values: Sequence[Path] = (),
+    set_values: Sequence[str] = (),
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[str]:
+    args = ["template", release, str(chart), "--namespace", namespace]
+    for path in values:
+        args += ["--values", str(path)]
+    for item in set_values:
+        args += ["--set", item]
+    return args
+
+
+def only(manifests: Sequence[Manifest], kind: str, name: str | None = None) -> Manifest:
+    """The one manifest of that kind (and name); fails when there are none or several."""
+    found = [
+        m
+        for m in manifests
+        if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
+    return found[0]

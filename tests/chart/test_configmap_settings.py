@@ -1,0 +1,105 @@
+"""The chart's ConfigMap carries every SERVING_* setting of app.config.Settings, and no other.
+
+When someone adds a setting to the app, these tests fail until the chart's values.yaml
+`config` map has it (one line).
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_core import PydanticUndefined
+
+from app.config import ENV_PREFIX, Settings
+from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, Render, only
+
+# Settings that come from a Secret, never from the ConfigMap (issue 7 adds SERVING_API_KEYS).
+SECRET_SETTINGS: frozenset[str] = frozenset()
+
+# Where the chart's default deliberately differs from the app's, and why.
+CHART_OVERRIDES = {
+    # The image bakes the weights in and the root filesystem is read-only: fail fast.
+    "SERVING_ALLOW_WEIGHTS_DOWNLOAD": "false",
+}
+
+
+def setting_envs() -> set[str]:
+    return {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+
+
+def app_default(name: str) -> str:
+    field = Settings.model_fields[name]
+    if field.default_factory is not None:
+        value: Any = field.default_factory()  # type: ignore[call-arg]
+    else:
+        assert field.default is not PydanticUndefined, name
+        value = field.default
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def configmap_data(render: Render, values: tuple[Path, ...]) -> dict[str, str]:
+    cm = only(render(values), "ConfigMap", "rel-resnet-serving")
+    data: dict[str, str] = cm["data"]
+    return data
+
+
+@pytest.mark.parametrize(
+    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+)
+def test_configmap_has_every_setting_and_nothing_else(
+    render: Render, values: tuple[Path, ...]
+) -> None:
+    data = configmap_data(render, values)
+    rendered = {k for k in data if k.startswith(ENV_PREFIX)}
+    expected = setting_envs() - SECRET_SETTINGS
+    assert sorted(expected - rendered) == [], "settings missing from the chart's ConfigMap"
+    assert sorted(rendered - expected) == [], "ConfigMap keys that are no setting of the app"
+    assert set(data) == rendered, "non-SERVING_ keys in the ConfigMap"
+
+
+def test_values_yaml_lists_the_settings_in_the_apps_order() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    names = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    assert list(values["config"]) == [n for n in names if n not in SECRET_SETTINGS]
+
+
+def test_chart_defaults_equal_the_apps_except_the_documented_ones(render: Render) -> None:
+    data = configmap_data(render, ())
+    for name in Settings.model_fields:
+        env = f"{ENV_PREFIX}{name.upper()}"
+        expected = CHART_OVERRIDES.get(env, app_default(name))
+        assert data[env] == expected, env
+
+
+@pytest.mark.parametrize(
+    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+)
+def test_rendered_settings_are_valid_for_the_app(
+    render: Render, values: tuple[Path, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app reads them as the pod gets them: environment variables from the ConfigMap.
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    data = configmap_data(render, values)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)
+    assert settings.model_name == data["SERVING_MODEL_NAME"]
+    port = only(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert port == [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}]
+
+
+def test_no_secret_setting_in_the_configmap(render: Render) -> None:
+    data = configmap_data(render, ())
+    assert not any(word in key for key in data for word in ("KEY", "TOKEN", "PASSWORD", "SECRET"))

@@ -1,0 +1,24 @@
+"""`helm lint --strict` with the chart's defaults, values-dev.yaml and values-prod.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chart.chartkit import VALUES_DEV, VALUES_PROD, Helm
+
+
+@pytest.mark.parametrize(
+    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+)
+def test_helm_lint_strict(helm: Helm, offline_chart: Path, values: tuple[Path, ...]) -> None:
+    args = ["lint", "--strict", str(offline_chart)]
+    for path in values:
+        args += ["--values", str(path)]
+    proc = helm(*args, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "1 chart(s) linted, 0 chart(s) failed" in output
+    assert "[WARNING]" not in output, output
+    assert "[ERROR]" not in output, output
