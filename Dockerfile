@@ -1,0 +1,119 @@
+# syntax=docker/dockerfile:1
+#
+# resnet-serving image: CPU torch, the model's weights baked in, non-root, read-only friendly.
+#
+#   docker build -t resnet-serving:local .
+#   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp resnet-serving:local
+#
+# Stages: builder (dependencies into /opt/venv) -> weights (downloads the configured model's
+# weights into /opt/torch at build time, hash-checked) -> runtime (slim: venv + app + weights).
+# Build args:
+#   PYTHON_IMAGE     base of every stage, pinned by version and digest (Dependabot bumps it)
+#   TORCH_INDEX_URL  torch wheel index: the CPU-only index by default (PyPI's wheels carry CUDA,
+#                    ~4 GB more); https://download.pytorch.org/whl/cu130 gives a CUDA build
+#   MODEL_NAME       torchvision architecture whose weights are baked in (resnet50)
+#   MODEL_WEIGHTS    torchvision weights name (DEFAULT = IMAGENET1K_V2 for resnet50)
+# Configuration at run time only through SERVING_* environment variables (README "Settings").
+
+ARG PYTHON_IMAGE=python:3.11.15-slim-trixie@sha256:db3ff2e1800a8581e2c48a27c3995339d47bdf046da21c7627accd3d51053a93
+
+# ---- builder: the Python dependencies, pinned by constraints.txt, into /opt/venv -------------
+FROM ${PYTHON_IMAGE} AS builder
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+# strip (binutils) shrinks torch's shared libraries below. Builder stage only: nothing of it
+# reaches the runtime image, and the smoke run below fails the build if stripping broke torch.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN python -m venv /opt/venv
+WORKDIR /build
+COPY pyproject.toml constraints.txt ./
+# The direct dependencies come from pyproject.toml (one source of truth), every version from
+# constraints.txt. torch/torchvision: the `==2.11.0` pins match the index's `2.11.0+cpu`, which
+# pip prefers over PyPI's CUDA build; the check after the install proves it.
+RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install -c constraints.txt ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+        -r requirements.txt \
+    && python -c "import sys, torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda); sys.exit(1 if sys.argv[1].rstrip('/').endswith('/cpu') and torch.version.cuda else 0)" "${TORCH_INDEX_URL}"
+
+# Slimming (~160 MB): C++ headers and protoc (only for building extensions), test suites, pip
+# itself, and the static symbol tables of torch's two large libraries (.dynsym, which the
+# dynamic loader uses, stays). Then a resnet forward pass proves torch still works.
+RUN site=$(python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
+    && rm -rf "$site/torch/include" "$site"/torch/bin/protoc* \
+    && find "$site" -depth -type d -name tests -exec rm -rf {} + \
+    && strip --strip-unneeded "$site/torch/lib/libtorch_cpu.so" "$site/torch/lib/libtorch_python.so" \
+    && python -m pip uninstall --yes --quiet pip \
+    && python -c "import torch, torchvision, fastapi, uvicorn, sympy; m = torchvision.models.resnet18().eval(); print('forward', tuple(m(torch.rand(1, 3, 64, 64)).shape))"
+
+# ---- weights: the configured model's weights, downloaded once at build time ------------------
+FROM builder AS weights
+ARG MODEL_NAME=resnet50
+ARG MODEL_WEIGHTS=DEFAULT
+ENV TORCH_HOME=/opt/torch
+# torchvision downloads into $TORCH_HOME/hub/checkpoints/<file from the weights' URL> and checks
+# the file's hash (the hex suffix of its name): exactly where the app's weights resolution looks.
+RUN python -c "import sys, torchvision; w = torchvision.models.get_model_weights(sys.argv[1])[sys.argv[2]]; w.get_state_dict(progress=False, check_hash=True); print('baked', w, w.url)" \
+        "${MODEL_NAME}" "${MODEL_WEIGHTS}" \
+    && ls -l /opt/torch/hub/checkpoints/
+
+# ---- runtime: slim, non-root, nothing but the venv, the app and the weights ------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ARG MODEL_NAME=resnet50
+ARG MODEL_WEIGHTS=DEFAULT
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+
+LABEL org.opencontainers.image.title="resnet-serving" \
+      org.opencontainers.image.description="Serves a pretrained torchvision ResNet image classifier over HTTP" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+
+# UID/GID 10001 = the Helm chart's runAsUser/runAsGroup/fsGroup. Home is /tmp: the only
+# writable place (an emptyDir in Kubernetes, --tmpfs /tmp with docker run --read-only).
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+        --shell /usr/sbin/nologin app
+
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    TORCH_HOME=/opt/torch \
+    SERVING_MODEL_NAME=${MODEL_NAME} \
+    SERVING_MODEL_WEIGHTS=${MODEL_WEIGHTS} \
+    SERVING_ALLOW_WEIGHTS_DOWNLOAD=false
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=weights /opt/torch /opt/torch
+WORKDIR /srv
+COPY app/ /srv/app/
+# Bytecode compiled now, as root: the root filesystem is read-only at run time. Then the app's
+# own weights resolution must find the baked file in torch's cache (no download allowed).
+RUN python -m compileall -q /srv/app \
+    && python -c "import app.main, app.__main__; from app.weights import resolve_weights; s = resolve_weights('${MODEL_NAME}', '${MODEL_WEIGHTS}', allow_download=False); assert s.kind == 'cache', s; print('weights', s.weights_id, s.path)"
+
+USER 10001:10001
+EXPOSE 8000
+# /health = liveness (the process answers); the port follows SERVING_PORT.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SERVING_PORT', '8000') + '/health', timeout=4)"]
+# Exec form: python is PID 1 and gets SIGTERM itself; uvicorn then stops accepting, finishes
+# in-flight requests and exits 0.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "-m", "app"]

@@ -1,0 +1,310 @@
+"""The GitHub Actions workflow, checked here (it runs for real on GitHub): actionlint clean,
+every action pinned by commit SHA, least-privilege permissions, timeouts, concurrency, the test
+job running exactly the commands of .ci/run, push and deploy only from main, the e2e job doing
+what the README promises."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / ".github" / "workflows"
+CI = WORKFLOWS / "ci.yml"
+ACTIONS = ROOT / ".github" / "actions"
+PINNED_USES = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
+VERSION_COMMENT = re.compile(r"#\s*v\d+(\.\d+){0,2}\b")
+MAIN_PUSH = "github.event_name == 'push'"
+ON_MAIN = "github.ref == 'refs/heads/main'"
+
+
+def load(path: Path) -> dict[Any, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[Any, Any]:
+    return load(CI)
+
+
+def jobs(workflow: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = workflow["jobs"]
+    return result
+
+
+def run_steps(job: dict[str, Any]) -> list[str]:
+    return [str(step["run"]).strip() for step in job["steps"] if "run" in step]
+
+
+def uses_lines() -> list[tuple[Path, str]]:
+    files = sorted(WORKFLOWS.glob("*.y*ml")) + sorted(ACTIONS.glob("*/action.y*ml"))
+    assert files
+    found = []
+    for path in files:
+        for line in path.read_text().splitlines():
+            match = re.match(r"^\s*(?:-\s+)?uses:\s*(.+)$", line)
+            if match:
+                found.append((path, match.group(1).strip()))
+    return found
+
+
+def ci_run_commands() -> list[str]:
+    """The commands of .ci/run, without comments, `set` and `cd`."""
+    commands = []
+    for line in (ROOT / ".ci" / "run").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith(("set ", "cd ")):
+            continue
+        commands.append(line)
+    return commands
+
+
+# --- pins, permissions, limits ---------------------------------------------------------------
+
+
+def test_every_action_is_pinned_by_commit_sha_with_its_version() -> None:
+    lines = uses_lines()
+    remote = 0
+    for path, value in lines:
+        ref, _, comment = value.partition("#")
+        ref = ref.strip()
+        if ref.startswith("./"):
+            assert (ROOT / ref / "action.yml").is_file(), f"{path.name}: {ref}"
+            continue
+        remote += 1
+        assert PINNED_USES.match(ref), f"{path.name}: {ref} is not pinned by a 40-hex SHA"
+        assert VERSION_COMMENT.search("#" + comment), f"{path.name}: {ref} has no # vX.Y.Z"
+    assert remote >= 10
+
+
+def test_permissions_are_read_only_except_publishing_packages(workflow: dict[Any, Any]) -> None:
+    assert workflow["permissions"] == {"contents": "read"}
+    for name, job in jobs(workflow).items():
+        permissions = job.get("permissions")
+        assert isinstance(permissions, dict), f"{name}: no explicit permissions"
+        writes = {scope for scope, level in permissions.items() if level == "write"}
+        expected = {"packages"} if name == "publish" else set()
+        assert writes == expected, f"{name} writes {writes}"
+        assert set(permissions.values()) <= {"read", "write", "none"}
+
+
+def test_every_job_has_a_timeout(workflow: dict[Any, Any]) -> None:
+    for name, job in jobs(workflow).items():
+        assert 0 < int(job.get("timeout-minutes", 0)) <= 30, f"{name}: timeout-minutes"
+
+
+def test_concurrency_cancels_stale_pr_runs_and_never_a_deploy(workflow: dict[Any, Any]) -> None:
+    group = workflow["concurrency"]["group"]
+    assert "github.ref" in group
+    assert "pull_request.number" in group
+    assert "pull_request" in str(workflow["concurrency"]["cancel-in-progress"])
+    deploy = jobs(workflow)["deploy"]["concurrency"]
+    assert deploy == {"group": "deploy-production", "cancel-in-progress": False}
+
+
+def test_triggers(workflow: dict[Any, Any]) -> None:
+    # PyYAML reads the key `on` as True.
+    on = workflow["on"] if "on" in workflow else workflow[True]
+    assert on["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert on["pull_request"] == {"branches": ["main"]}
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+def test_test_job_runs_exactly_the_commands_of_ci_run(workflow: dict[Any, Any]) -> None:
+    expected = ci_run_commands()
+    assert expected == ["scripts/install.sh", "scripts/test.sh"], expected
+    test = jobs(workflow)["test"]
+    project_commands = [
+        cmd for cmd in run_steps(test) if cmd.split()[0].startswith(("scripts/", ".ci/"))
+    ]
+    assert project_commands == expected
+    # Nothing else in the job runs tests or linters on the side.
+    others = [cmd for cmd in run_steps(test) if cmd not in expected]
+    for cmd in others:
+        assert not re.search(r"\b(pytest|ruff|mypy)\b", cmd), cmd
+    # The README's test command is that same script.
+    readme = (ROOT / "README.md").read_text()
+    assert "scripts/test.sh" in readme
+    assert "scripts/install.sh" in readme
+
+
+def test_test_job_has_pip_tool_and_weights_caches(workflow: dict[Any, Any]) -> None:
+    setup = load(ACTIONS / "setup" / "action.yml")
+    steps = setup["runs"]["steps"]
+    python = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python"))
+    assert python["with"]["cache"] == "pip"
+    assert any(s.get("with", {}).get("path") == ".tools/bin" for s in steps)
+    test = jobs(workflow)["test"]
+    assert test["steps"][1]["uses"] == "./.github/actions/setup"
+    weights = [s for s in test["steps"] if "torch" in str(s.get("with", {}).get("path", ""))]
+    assert weights, "the real weights are not cached: real_weights tests would skip"
+    assert workflow["env"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+
+
+def test_lint_job_runs_every_linter(workflow: dict[Any, Any]) -> None:
+    commands = "\n".join(run_steps(jobs(workflow)["lint"]))
+    for needle in (
+        "ruff check",
+        "ruff format --check",
+        "mypy",
+        "hadolint Dockerfile",
+        "actionlint",
+        "helm lint charts/resnet-serving -f values-dev.yaml",
+        "helm lint charts/resnet-serving -f values-prod.yaml",
+    ):
+        assert needle in commands, needle
+
+
+def test_image_is_pushed_only_from_main_or_a_version_tag(workflow: dict[Any, Any]) -> None:
+    all_jobs = jobs(workflow)
+    build = all_jobs["build"]
+    [bake] = [s for s in build["steps"] if "build-push-action" in str(s.get("uses", ""))]
+    assert bake["with"]["push"] is False
+    assert "type=gha" in bake["with"]["cache-from"]
+    assert bake["with"]["cache-to"].startswith("type=gha")
+    for name, job in all_jobs.items():
+        for step in job["steps"]:
+            text = str(step.get("run", "")) + str(step.get("uses", ""))
+            if "docker push" in text or "login-action" in text:
+                assert name == "publish", f"{name} pushes or logs in"
+                condition = step.get("if", "")
+                assert MAIN_PUSH in condition, condition
+                assert ON_MAIN in condition, condition
+                assert "refs/tags/v" in condition
+    meta = next(
+        s for s in all_jobs["publish"]["steps"] if "metadata-action" in str(s.get("uses", ""))
+    )
+    assert "ghcr.io/${{ github.repository_owner }}/" in meta["with"]["images"]
+    assert "type=sha" in meta["with"]["tags"]
+    assert "type=semver" in meta["with"]["tags"]
+
+
+def test_scan_fails_on_critical_findings(workflow: dict[Any, Any]) -> None:
+    publish = jobs(workflow)["publish"]
+    [scan] = [s for s in publish["steps"] if "scan-action" in str(s.get("uses", ""))]
+    assert scan["with"]["severity-cutoff"] == "critical"
+    assert scan["with"]["fail-build"] is True
+    names = [s.get("name", s.get("uses", "")) for s in publish["steps"]]
+    assert names.index(scan["name"]) < names.index("Push"), "scan before push"
+
+
+def test_e2e_job_installs_tests_and_upgrades_under_load(workflow: dict[Any, Any]) -> None:
+    e2e = jobs(workflow)["e2e"]
+    assert e2e["needs"] == "build"
+    assert any("kind-action" in str(s.get("uses", "")) for s in e2e["steps"])
+    commands = "\n".join(run_steps(e2e))
+    for needle in (
+        "kind load image-archive",
+        "helm dependency build charts/resnet-serving",
+        "-f values-dev.yaml",
+        "--wait",
+        "helm test",
+        ".github/scripts/e2e-rollout.sh",
+        "check_prediction.py",
+        '--expect "$EXPECTED_LABEL"',
+        "check_monitoring.py",
+    ):
+        assert needle in commands, needle
+    assert workflow["env"]["EXPECTED_LABEL"] == "military uniform"
+    helm_args = shlex.split(e2e["env"]["CI_HELM_ARGS"])
+    assert "image.pullPolicy=Never" in helm_args
+    assert "image.tag=ci" in helm_args
+    assert workflow["env"]["CI_IMAGE"] == "resnet-serving:ci"
+
+
+def test_deploy_runs_on_main_after_everything_and_skips_without_a_cluster(
+    workflow: dict[Any, Any],
+) -> None:
+    deploy = jobs(workflow)["deploy"]
+    assert set(deploy["needs"]) == {"lint", "test", "e2e", "publish"}
+    assert MAIN_PUSH in deploy["if"]
+    assert ON_MAIN in deploy["if"]
+    assert deploy["env"]["KUBECONFIG_CONTENT"] == "${{ secrets.KUBECONFIG }}"
+    first = deploy["steps"][0]["run"]
+    assert '[ -z "$KUBECONFIG_CONTENT" ]' in first
+    assert "::notice" in first
+    for step in deploy["steps"][1:]:
+        assert step["if"] == "steps.cluster.outputs.configured == 'true'"
+    commands = "\n".join(run_steps(deploy))
+    # --rollback-on-failure is Helm 4's spelling of --atomic.
+    for needle in (
+        "helm upgrade --install",
+        "--rollback-on-failure",
+        "--wait",
+        "-f values-prod.yaml",
+        'image.digest="$DIGEST"',
+    ):
+        assert needle in commands, needle
+
+
+def test_helm_version_matches_install_sh(workflow: dict[Any, Any]) -> None:
+    install = (ROOT / "scripts" / "install.sh").read_text()
+    match = re.search(r"^HELM_VERSION=(\S+)$", install, re.MULTILINE)
+    assert match is not None
+    assert workflow["env"]["HELM_VERSION"] == match.group(1)
+
+
+def test_dependabot_keeps_actions_and_base_image_fresh() -> None:
+    config = load(ROOT / ".github" / "dependabot.yml")
+    ecosystems = {u["package-ecosystem"] for u in config["updates"]}
+    assert {"github-actions", "docker"} <= ecosystems
+
+
+# --- actionlint and shellcheck ---------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    local = ROOT / ".tools" / "bin" / name
+    found = str(local) if local.is_file() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run scripts/install.sh", pytrace=False)
+    return found
+
+
+def test_shellcheck_is_installed_so_actionlint_checks_run_scripts() -> None:
+    # Without shellcheck actionlint silently skips the run: scripts, which GitHub's runners
+    # (shellcheck preinstalled) would then reject.
+    tool("shellcheck")
+
+
+def test_actionlint_passes() -> None:
+    tool("shellcheck")
+    result = subprocess.run(
+        [tool("actionlint"), "-no-color"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    tool("shellcheck")
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - run: echo ${{ github.event.head_commit.message }} $UNQUOTED\n"
+        "      - uses: actions/checkout@v9\n        with: {nope: 1}\n"
+    )
+    result = subprocess.run(
+        [tool("actionlint"), "-no-color", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "shellcheck" in result.stdout, "actionlint did not run shellcheck"
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    scripts = sorted((ROOT / ".github" / "scripts").glob("*.sh"))
+    assert scripts
+    result = subprocess.run(
+        [tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
