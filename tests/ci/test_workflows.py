@@ -308,3 +308,21 @@ def test_shell_scripts_pass_shellcheck() -> None:
         [tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- README ----------------------------------------------------------------------------------
+
+
+def test_readme_badges_and_sections() -> None:
+    readme = (ROOT / "README.md").read_text()
+    badges = re.findall(
+        r"https://github\.com/([\w.-]+/[\w.-]+)/actions/workflows/([\w.-]+)/badge\.svg", readme
+    )
+    assert badges, "no CI status badge in the README"
+    values = yaml.safe_load((ROOT / "charts" / "resnet-serving" / "values.yaml").read_text())
+    image_slug = values["image"]["repository"].removeprefix("ghcr.io/")
+    for slug, workflow_file in badges:
+        assert (WORKFLOWS / workflow_file).is_file(), workflow_file
+        assert slug == image_slug, f"badge repo {slug} != chart image ghcr.io/{image_slug}"
+    headings = re.findall(r"^## (.+)$", readme, re.MULTILINE)
+    assert headings.index("Container") < headings.index("CI/CD") < headings.index("Layout")
