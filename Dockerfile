@@ -15,7 +15,7 @@
 #   MODEL_WEIGHTS    torchvision weights name (DEFAULT = IMAGENET1K_V2 for resnet50)
 # Configuration at run time only through SERVING_* environment variables (README "Settings").
 
-ARG PYTHON_IMAGE=python:3.11.15-slim-trixie@sha256:db3ff2e1800a8581e2c48a27c3995339d47bdf046da21c7627accd3d51053a93
+ARG PYTHON_IMAGE=python:3.11.17-slim-trixie@sha256:45037981b62b34b44602584fccbc4d884d5f7dc92c7ee86bb38a698a79fe1e51
 
 # ---- builder: the Python dependencies, pinned by constraints.txt, into /opt/venv -------------
 FROM ${PYTHON_IMAGE} AS builder
