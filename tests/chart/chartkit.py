@@ -14,6 +14,9 @@ SCHEMAS = TOOLS / "schemas"
 VALUES_DEV = ROOT / "values-dev.yaml"
 VALUES_PROD = ROOT / "values-prod.yaml"
 RELEASE = "rel"
+# ServiceMonitor and PrometheusRule are off in the chart's defaults (they need the
+# prometheus-operator CRDs); tests of those objects under the defaults turn them on.
+MONITORING_ON = ("serviceMonitor.enabled=true", "prometheusRule.enabled=true")
 NAMESPACE = "serving"
 
 Manifest = dict[str, Any]

@@ -13,7 +13,7 @@ from chart.chartkit import VALUES_DEV, VALUES_PROD, Render, only
 def alerts(
     render: Render, values: tuple[Path, ...] = (), release: str = "rel"
 ) -> list[dict[str, Any]]:
-    rule = only(render(values, release=release), "PrometheusRule")
+    rule = only(render(values, ["prometheusRule.enabled=true"], release=release), "PrometheusRule")
     return [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
 
 

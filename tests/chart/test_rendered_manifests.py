@@ -8,13 +8,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chart.chartkit import VALUES_DEV, VALUES_PROD, Helm, Manifest, Render, only, template_args
+from chart.chartkit import (
+    MONITORING_ON,
+    VALUES_DEV,
+    VALUES_PROD,
+    Helm,
+    Manifest,
+    Render,
+    only,
+    template_args,
+)
 
 # The chart's kubeVersion floor and a current release (schemas laid out by scripts/install.sh).
 KUBERNETES_VERSIONS = ("1.27.0", "1.34.0")
 VALUE_SETS = {"defaults": (), "dev": (VALUES_DEV,), "prod": (VALUES_PROD,)}
+# With the defaults, the monitoring objects are off: turn them on where they are checked.
+EXTRA = {"defaults": MONITORING_ON, "dev": (), "prod": ()}
 # Every optional resource on, to validate each template at least once.
 ALL_ON = (
+    *MONITORING_ON,
     "ingress.enabled=true",
     "networkPolicy.enabled=true",
     "networkPolicy.ingressFrom[0].namespaceSelector.matchLabels.team=gateway",
@@ -66,7 +78,7 @@ def test_manifests_validate_offline(
     name: str,
     version: str,
 ) -> None:
-    values, extra = (VALUE_SETS[name], ()) if name in VALUE_SETS else ((), ALL_ON)
+    values, extra = (VALUE_SETS[name], EXTRA[name]) if name in VALUE_SETS else ((), ALL_ON)
     out = tmp_path / f"{name}.yaml"
     rendered = helm(*template_args(offline_chart, values, extra), "--kube-version", version).stdout
     out.write_text(rendered)
@@ -105,7 +117,7 @@ def _selector(manifest: Manifest) -> dict[str, str]:
 def test_deployment_service_servicemonitor_and_pdb_select_the_same_pods(
     render: Render, name: str
 ) -> None:
-    manifests = render(VALUE_SETS[name], ["podDisruptionBudget.enabled=true"])
+    manifests = render(VALUE_SETS[name], [*EXTRA[name], "podDisruptionBudget.enabled=true"])
     deployment = only(manifests, "Deployment")
     service = only(manifests, "Service")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -123,7 +135,7 @@ def test_deployment_service_servicemonitor_and_pdb_select_the_same_pods(
 def test_servicemonitor_scrapes_the_services_named_port_which_targets_the_container(
     render: Render, name: str
 ) -> None:
-    manifests = render(VALUE_SETS[name])
+    manifests = render(VALUE_SETS[name], EXTRA[name])
     service_port = only(manifests, "Service")["spec"]["ports"][0]
     endpoint = only(manifests, "ServiceMonitor")["spec"]["endpoints"][0]
     assert endpoint["port"] == service_port["name"] == "http"
@@ -131,6 +143,11 @@ def test_servicemonitor_scrapes_the_services_named_port_which_targets_the_contai
     container = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert service_port["targetPort"] in {p["name"] for p in container["ports"]}
     assert service_port["port"] == 8080
+
+
+def test_defaults_install_on_a_cluster_without_prometheus_operator(render: Render) -> None:
+    groups = {m["apiVersion"].split("/")[0] for m in render()}
+    assert "monitoring.coreos.com" not in groups
 
 
 def test_the_helm_test_pod_is_not_behind_the_service(render: Render) -> None:
