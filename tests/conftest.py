@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers.server import ServerProcess
 
 from app.config import Settings
 from app.main import create_app
+from bench.procs import ManagedProcess, app_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def client(fast_settings: Settings) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
     """A real `python -m app` process over a real socket (resnet18, random weights)."""
     env = {
         "SERVING_MODEL_NAME": FAST_MODEL,
@@ -79,7 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "SERVING_LOG_FORMAT": "json",
     }
     log_dir = tmp_path_factory.mktemp("server")
-    with ServerProcess(env, log_path=log_dir / "server.log") as proc:
+    with app_process(env, log_path=log_dir / "server.log") as proc:
         proc.wait_ready()
         yield proc
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers.images import encode, photo, photo_bytes, png_with_header_size, truncated
 from PIL import Image
+
+from helpers.images import encode, photo, photo_bytes, png_with_header_size, truncated
 
 JPEG = photo_bytes("grace_hopper")
 

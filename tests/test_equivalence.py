@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_settings, wait_ready
 from fastapi.testclient import TestClient
-from helpers.images import PHOTOS
 from PIL import Image
 from torchvision import models
 
 from app.main import create_app
 from app.weights import hub_checkpoint_dir
+from conftest import make_settings, wait_ready
+from helpers.images import PHOTOS
 
 TOLERANCE = 1e-4
 

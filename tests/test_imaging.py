@@ -4,14 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.images import (
-    encode,
-    jpeg_with_orientation,
-    photo,
-    png_with_header_size,
-    sixteen_bit_png,
-    truncated,
-)
 from PIL import Image
 
 from app.errors import (
@@ -21,6 +13,14 @@ from app.errors import (
     UnsupportedImageFormatError,
 )
 from app.imaging import decode_image, draft_size, to_rgb
+from helpers.images import (
+    encode,
+    jpeg_with_orientation,
+    photo,
+    png_with_header_size,
+    sixteen_bit_png,
+    truncated,
+)
 
 MAX_PIXELS = 50_000_000
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
-from helpers.images import photo_bytes
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers.images import photo_bytes
 
 REQUIRED = {
     "request_count_total": "counter",

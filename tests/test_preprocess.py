@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.images import PHOTOS, photo
 from PIL import Image
 from torchvision.models import get_model_weights
 
 from app.preprocess import Preprocessor, resized_size
+from helpers.images import PHOTOS, photo
 
 
 @pytest.mark.parametrize("model_name", ["resnet18", "resnet50", "vit_b_16", "efficientnet_b0"])

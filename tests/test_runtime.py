@@ -7,9 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import make_settings, wait_ready
 from fastapi.testclient import TestClient
-from helpers.images import PHOTOS, photo
 
 from app.main import create_app
 from app.preprocess import Preprocessor
@@ -21,6 +19,8 @@ from app.runtime import (
 )
 from app.runtime_options import DeviceChoice, Precision
 from app.weights import load_model, resolve_weights
+from conftest import make_settings, wait_ready
+from helpers.images import PHOTOS, photo
 
 
 def photos_batch(model_name: str) -> torch.Tensor:

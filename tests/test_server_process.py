@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, make_settings
 from fastapi.testclient import TestClient
-from helpers.images import PHOTOS
-from helpers.server import ServerProcess, free_port
 
 from app import runtime
 from app.main import create_app
+from bench.procs import ManagedProcess, app_process, free_port
+from conftest import ROOT, make_settings
+from helpers.images import PHOTOS
 
 
 def run_app(env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
@@ -75,7 +75,7 @@ def test_weights_that_fail_to_load_stop_the_process(tmp_path: Path) -> None:
     unready forever."""
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"definitely not a state dict")
-    with ServerProcess(
+    with app_process(
         {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": str(bad)},
         log_path=tmp_path / "log.txt",
     ) as server:
@@ -126,7 +126,7 @@ def test_ready_is_503_until_warm_up_has_finished(monkeypatch: pytest.MonkeyPatch
 def test_resnet50_process_goes_from_503_to_ready(tmp_path: Path) -> None:
     statuses: list[int] = []
     with (
-        ServerProcess(
+        app_process(
             {"SERVING_MODEL_NAME": "resnet50", "SERVING_MODEL_WEIGHTS": "random"},
             log_path=tmp_path / "log.txt",
         ) as server,
@@ -155,7 +155,7 @@ def test_resnet50_process_goes_from_503_to_ready(tmp_path: Path) -> None:
 # --- concurrency over a real socket --------------------------------------------------------
 
 
-def test_twenty_concurrent_requests_all_correct(server: ServerProcess) -> None:
+def test_twenty_concurrent_requests_all_correct(server: ManagedProcess) -> None:
     names = sorted(PHOTOS)
     with httpx.Client(base_url=server.base_url, timeout=60) as client:
         expected = {}
@@ -187,7 +187,7 @@ def test_twenty_concurrent_requests_all_correct(server: ServerProcess) -> None:
     assert max(batch_sizes) > 1, "concurrent requests should have been batched"
 
 
-def test_health_answers_while_the_model_is_busy(server: ServerProcess) -> None:
+def test_health_answers_while_the_model_is_busy(server: ManagedProcess) -> None:
     """Model work runs off the event loop: a probe is answered quickly during a burst."""
 
     async def scenario() -> float:
@@ -209,7 +209,7 @@ def test_health_answers_while_the_model_is_busy(server: ServerProcess) -> None:
     assert asyncio.run(scenario()) < 1.0
 
 
-def test_access_log_is_one_json_line_per_request(server: ServerProcess) -> None:
+def test_access_log_is_one_json_line_per_request(server: ManagedProcess) -> None:
     with httpx.Client(base_url=server.base_url) as client:
         client.post(
             "/predict",
@@ -234,7 +234,7 @@ def test_access_log_is_one_json_line_per_request(server: ServerProcess) -> None:
 
 
 def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
-    with ServerProcess(
+    with app_process(
         {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random"},
         log_path=tmp_path / "log.txt",
     ) as server:

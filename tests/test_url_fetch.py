@@ -14,13 +14,13 @@ from urllib.parse import parse_qs, urlparse
 
 import anyio
 import pytest
-from conftest import make_settings, wait_ready
 from fastapi.testclient import TestClient
-from helpers.images import encode, photo
 
 from app.errors import UrlNotAllowedError
 from app.main import create_app
 from app.url_fetch import AddressPolicy, UrlFetcher
+from conftest import make_settings, wait_ready
+from helpers.images import encode, photo
 
 CAT = encode(photo("chelsea"), "JPEG", quality=85)
 LIMIT = 256 * 1024

@@ -1,0 +1,292 @@
+"""One command for the whole performance picture, measured in one run on one machine:
+
+1. in-process ceilings of each backend (no HTTP);
+2. decode + preprocess cost (small photo, 12 MP photo, with and without draft decoding);
+3. a closed-loop concurrency sweep against the plain per-request baseline server and our server
+   in each configuration;
+4. the targets of docs/PERFORMANCE.md evaluated as ratios measured in this run;
+5. JSON results and a PNG plot in bench/results/.
+
+    python -m bench.run_all                      # the full run (about 10-15 minutes)
+    python -m bench.run_all --quick              # a smoke run (about a minute)
+    python -m bench.run_all --compile            # also the torch.compile configuration
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.cpu import available_cpus
+from app.runtime import cpu_flags, cpu_has_native_bf16
+from bench import ceiling, preprocess_bench
+from bench.images import small_jpeg
+from bench.loadgen import run_load
+from bench.plot import plot_sweep
+from bench.procs import ROOT, ManagedProcess, app_process, free_port
+
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    kind: str  # "baseline" or "serving"
+    env: dict[str, str] = field(default_factory=dict)
+    backend: str | None = None  # the in-process ceiling this configuration is judged against
+
+
+def machine_info() -> dict[str, Any]:
+    model_name = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": model_name,
+        "cpus_available": available_cpus(),
+        "bf16_native": cpu_has_native_bf16(flags),
+        "amx": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def server_configs(model: str, *, with_compile: bool, with_cuda: bool) -> list[ServerConfig]:
+    base = {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
+            "SERVING_LOG_LEVEL": "warning", "SERVING_DEVICE": "cpu"}  # fmt: skip
+    configs = [
+        ServerConfig("baseline (plain FastAPI, fp32, per request)", "baseline"),
+        ServerConfig("serving fp32", "serving", {**base, "SERVING_PRECISION": "fp32"}, "fp32"),
+    ]
+    if cpu_has_native_bf16():
+        configs.append(
+            ServerConfig("serving bf16", "serving", {**base, "SERVING_PRECISION": "bf16"}, "bf16")
+        )
+        if with_compile:
+            configs.append(
+                ServerConfig(
+                    "serving bf16 compiled",
+                    "serving",
+                    {**base, "SERVING_PRECISION": "bf16", "SERVING_COMPILE": "true"},
+                    "bf16-compiled",
+                )
+            )
+    if with_cuda:
+        configs.append(
+            ServerConfig(
+                "serving cuda bf16",
+                "serving",
+                {
+                    **base,
+                    "SERVING_DEVICE": "cuda",
+                    "SERVING_PRECISION": "bf16",
+                    "SERVING_MAX_BATCH_SIZE": "32",
+                    "SERVING_MAX_QUEUE_SIZE": "256",
+                },
+                "cuda-bf16",
+            )
+        )
+    return configs
+
+
+def start_server(config: ServerConfig, model: str, log_dir: Path) -> ManagedProcess:
+    log_path = log_dir / f"{config.name.split(' (')[0].replace(' ', '-')}.log"
+    if config.kind == "baseline":
+        port = free_port()
+        command = [sys.executable, "-m", "bench.baseline_server", "--port", str(port),
+                   "--model", model]  # fmt: skip
+        return ManagedProcess(command, env={}, log_path=log_path, port=port).start()
+    return app_process(config.env, log_path=log_path).start()
+
+
+def sweep(
+    config: ServerConfig,
+    model: str,
+    levels: list[int],
+    *,
+    duration_s: float,
+    log_dir: Path,
+) -> list[dict[str, Any]]:
+    body = small_jpeg()
+    server = start_server(config, model, log_dir)
+    try:
+        server.wait_ready(timeout_s=900)
+        rows = []
+        for level in levels:
+            result = asyncio.run(
+                run_load(
+                    f"{server.base_url}/predict",
+                    body,
+                    content_type="image/jpeg",
+                    concurrency=level,
+                    duration_s=duration_s,
+                    warmup_s=min(3.0, duration_s / 4),
+                )
+            )
+            row = {"config": config.name, **asdict(result)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        return rows
+    finally:
+        server.terminate()
+
+
+def _at(rows: list[dict[str, Any]], config: str, concurrency: int) -> dict[str, Any] | None:
+    return next(
+        (r for r in rows if r["config"] == config and r["concurrency"] == concurrency), None
+    )
+
+
+def evaluate(
+    configs: list[ServerConfig],
+    e2e: list[dict[str, Any]],
+    ceilings: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The targets, as ratios measured in this run."""
+    baseline = configs[0].name
+    ours = [c for c in configs if c.kind == "serving"]
+    measured = sorted({r["concurrency"] for r in e2e})
+    level = 10 if 10 in measured else max(x for x in measured if x <= 10)
+    best = max(
+        ours,
+        key=lambda c: (_at(e2e, c.name, level) or {"throughput_rps": 0})["throughput_rps"],
+    )
+    at10 = _at(e2e, best.name, 10)
+    base10 = _at(e2e, baseline, 10)
+    base1 = _at(e2e, baseline, 1)
+    ceiling_rows = [r for r in ceilings if r["backend"] == best.backend]
+    best_ceiling = max((r["images_per_s"] for r in ceiling_rows), default=0.0)
+    batch1 = next((r for r in ceiling_rows if r["batch_size"] == 1), None)
+    at1 = _at(e2e, best.name, 1)
+    our_names = {c.name for c in ours}
+    failures = {
+        str(level): sum(
+            r["failed"] for r in e2e if r["concurrency"] == level and r["config"] in our_names
+        )
+        for level in (10, 32, 64)
+        if any(r["concurrency"] == level for r in e2e)
+    }
+    out: dict[str, Any] = {"best_config": best.name, "failures_by_concurrency": failures}
+    if at10 and base10 and base10["throughput_rps"] > 0:
+        ratio = at10["throughput_rps"] / base10["throughput_rps"]
+        out["throughput_vs_baseline_at_10"] = {"ratio": round(ratio, 2), "target": 4.0,
+                                               "met": ratio >= 4.0}  # fmt: skip
+    if at10 and best_ceiling:
+        ratio = at10["throughput_rps"] / best_ceiling
+        out["throughput_vs_ceiling_at_10"] = {
+            "ratio": round(ratio, 3),
+            "ceiling_img_s": best_ceiling,
+            "target": 0.85,
+            "met": ratio >= 0.85,
+        }
+    if at10:
+        out["p95_ms_at_10"] = {"value": at10["p95_ms"], "aim": 100.0, "met": at10["p95_ms"] <= 100}
+    if at1 and batch1:
+        ratio = at1["p50_ms"] / batch1["median_batch_ms"]
+        out["p50_at_1_vs_model_batch1"] = {
+            "ratio": round(ratio, 3),
+            "model_batch1_ms": batch1["median_batch_ms"],
+            "target": 1.10,
+            "met": ratio <= 1.10,
+        }
+    if at1 and base1:
+        # The same HTTP and decode work on both sides: what batching adds at one client.
+        out["p50_at_1_vs_baseline_p50_at_1"] = {"ratio": round(at1["p50_ms"] / base1["p50_ms"], 3)}
+    out["no_failures_at_10_32_64"] = all(v == 0 for v in failures.values())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--concurrency", default="1,4,10,32,64")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per point")
+    parser.add_argument("--compile", action="store_true", help="add the compiled configuration")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated words; keep only configurations whose name contains one "
+        "(the baseline always runs), e.g. --only cuda",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: short and small")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--tag", default="", help="suffix for result file names")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = min(args.duration, 3.0)
+        args.concurrency = "1,4"
+    levels = [int(x) for x in args.concurrency.split(",")]
+    with_cuda = torch.cuda.is_available()
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{args.tag}" if args.tag else ""
+    started = time.time()
+
+    configs = server_configs(args.model, with_compile=args.compile, with_cuda=with_cuda)
+    if args.only:
+        words = args.only.split(",")
+        configs = [c for c in configs if c.kind == "baseline" or any(w in c.name for w in words)]
+    backends = sorted({c.backend for c in configs if c.backend})
+    ceiling_rows: list[dict[str, Any]] = []
+    for name in backends:
+        for result in ceiling.measure(
+            args.model,
+            ceiling.BACKENDS[name],
+            [1, 8] if not name.startswith("cuda") else [1, 8, 32],
+            seconds_per_point=1.0 if args.quick else 5.0,
+            num_threads=available_cpus(),
+        ):
+            ceiling_rows.append(asdict(result))
+            print(json.dumps(ceiling_rows[-1]), flush=True)
+    preprocess_rows = preprocess_bench.run(args.model, 0.5 if args.quick else 3.0)
+
+    e2e: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
+        for config in configs:
+            e2e += sweep(config, args.model, levels, duration_s=args.duration, log_dir=Path(tmp))
+
+    report = {
+        "command": "python -m bench.run_all "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        "model": args.model,
+        "duration_s_per_point": args.duration,
+        "ceiling": ceiling_rows,
+        "preprocess": preprocess_rows,
+        "e2e": e2e,
+        "targets": evaluate(configs, e2e, ceiling_rows),
+        "wall_s": round(time.time() - started, 1),
+    }
+    machine = report["machine"]
+    json_path = args.out / f"run_all{suffix}.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    plot_sweep(
+        e2e,
+        args.out / f"throughput_latency{suffix}.png",
+        title=f"{args.model} on {machine['cpu']}, {machine['cpus_available']} CPUs",
+    )
+    print(json.dumps(report["targets"], indent=2))
+    print(f"wrote {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The benchmark tools work end to end (short runs: the real figures are in docs/PERFORMANCE.md,
+not asserted here) and the load generator counts correctly."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import percentile, run_load, summarise
+from bench.procs import ROOT, ManagedProcess
+from bench.soak import growth
+from helpers.images import photo_bytes
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 95) == 95.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([], 95) == 0.0
+
+
+def test_summary_counts_failures_apart_from_latencies() -> None:
+    result = summarise(4, 2.0, [0.1, 0.2, 0.3], Counter({"http_503": 2}))
+    assert result.ok == 3
+    assert result.failed == 2
+    assert result.throughput_rps == 1.5
+    assert result.p50_ms == 200.0
+
+
+def test_growth_starts_after_warm_up() -> None:
+    samples = [{"t_s": 5.0, "rss": 50.0}, {"t_s": 60.0, "rss": 100.0}, {"t_s": 120.0, "rss": 103.0}]
+    assert growth(samples, "rss", after_s=60) == pytest.approx(0.03)
+
+
+def test_load_generator_against_the_real_server(server: ManagedProcess) -> None:
+    result = asyncio.run(
+        run_load(
+            f"{server.base_url}/predict",
+            photo_bytes("grace_hopper"),
+            content_type="image/jpeg",
+            concurrency=4,
+            duration_s=2.0,
+            warmup_s=0.5,
+        )
+    )
+    assert result.ok > 0
+    assert result.failed == 0
+    assert 0 < result.p50_ms <= result.p95_ms <= result.max_ms
+
+
+def test_load_generator_reports_errors_by_status(server: ManagedProcess) -> None:
+    result = asyncio.run(
+        run_load(
+            f"{server.base_url}/predict",
+            b"not an image",
+            content_type="image/jpeg",
+            concurrency=2,
+            duration_s=1.0,
+            warmup_s=0.2,
+        )
+    )
+    assert result.ok == 0
+    assert result.failures.get("http_400", 0) == result.failed > 0
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_results_and_plot(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run_all",
+            "--quick",
+            "--model",
+            "resnet18",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((tmp_path / "run_all.json").read_text())
+    assert report["machine"]["cpus_available"] >= 1
+    configs = {row["config"] for row in report["e2e"]}
+    assert any(c.startswith("baseline") for c in configs)
+    assert "serving fp32" in configs
+    assert all(row["failed"] == 0 for row in report["e2e"])
+    assert {"fp32"} <= {row["backend"] for row in report["ceiling"]}
+    assert "p50_at_1_vs_model_batch1" in report["targets"]
+    png = tmp_path / "throughput_latency.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_locustfile_runs_headless(server: ManagedProcess, tmp_path: Path) -> None:
+    prefix = tmp_path / "stats"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "bench/locustfile.py",
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "4s",
+            "--host",
+            server.base_url,
+            "--csv",
+            str(prefix),
+            "--only-summary",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with (tmp_path / "stats_stats.csv").open() as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    total = rows["Aggregated"]
+    assert int(total["Request Count"]) > 0
+    assert int(total["Failure Count"]) == 0
