@@ -41,17 +41,17 @@ COPY pyproject.toml constraints.txt ./
 # The direct dependencies come from pyproject.toml (one source of truth), every version from
 # constraints.txt. torch/torchvision: the `==2.11.0` pins match the index's `2.11.0+cpu`, which
 # pip prefers over PyPI's CUDA build; the check after the install proves it.
+# Then, in the same layer (so no cached layer holds the unslimmed venv), ~160 MB go: C++ headers
+# and protoc (only for building extensions), test suites, pip itself, and the static symbol
+# tables of torch's two large libraries (.dynsym, which the dynamic loader uses, stays). A
+# resnet forward pass proves torch still works.
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
     && pip install -c constraints.txt ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         -r requirements.txt \
-    && python -c "import sys, torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda); sys.exit(1 if sys.argv[1].rstrip('/').endswith('/cpu') and torch.version.cuda else 0)" "${TORCH_INDEX_URL}"
-
-# Slimming (~160 MB): C++ headers and protoc (only for building extensions), test suites, pip
-# itself, and the static symbol tables of torch's two large libraries (.dynsym, which the
-# dynamic loader uses, stays). Then a resnet forward pass proves torch still works.
-RUN site=$(python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
+    && python -c "import sys, torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda); sys.exit(1 if sys.argv[1].rstrip('/').endswith('/cpu') and torch.version.cuda else 0)" "${TORCH_INDEX_URL}" \
+    && site=$(python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
     && rm -rf "$site/torch/include" "$site"/torch/bin/protoc* \
     && find "$site" -depth -type d -name tests -exec rm -rf {} + \
     && strip --strip-unneeded "$site/torch/lib/libtorch_cpu.so" "$site/torch/lib/libtorch_python.so" \

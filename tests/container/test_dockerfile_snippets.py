@@ -49,7 +49,8 @@ def run_snippet(
 def builder_install(dockerfile: Dockerfile) -> list[str]:
     [install] = [r.args for r in dockerfile.stage("builder").all("RUN") if "pip install" in r.args]
     programs = python_snippets(install)
-    assert len(programs) == 2, programs
+    # requirements from pyproject, the CPU-build guard, the post-slimming forward pass
+    assert len(programs) == 3, programs
     return programs
 
 
