@@ -144,7 +144,7 @@ def test_test_job_has_pip_tool_and_weights_caches(workflow: dict[Any, Any]) -> N
     steps = setup["runs"]["steps"]
     python = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python"))
     assert python["with"]["cache"] == "pip"
-    assert any(s.get("with", {}).get("path") == ".tools/bin" for s in steps)
+    assert any(s.get("with", {}).get("path") == ".tools" for s in steps)
     test = jobs(workflow)["test"]
     assert test["steps"][1]["uses"] == "./.github/actions/setup"
     weights = [s for s in test["steps"] if "torch" in str(s.get("with", {}).get("path", ""))]
