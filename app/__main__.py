@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 import uvicorn
@@ -55,6 +56,8 @@ def main() -> int:
         access_log=False,
         server_header=False,
         timeout_keep_alive=5,
+        # After SIGTERM: how long open requests may run before connections are closed.
+        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
     )
     server = ServingServer(config, on_stop=app.state.service.start_draining)
     server.run()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -151,32 +152,47 @@ class Batcher:
             remaining = max(0.0, per_batch - (self._clock() - self.stats.busy_since))
         return remaining + batches * per_batch
 
+    def admit(self, deadline: float | None, *, ahead: int = 0) -> None:
+        """Refuse at once what cannot be served in time, before any work is spent on it.
+
+        `ahead`: images accepted but not yet queued (still decoding), counted as queued.
+        Raises NotReadyError when draining, OverloadedError when the queue is full or the
+        expected wait exceeds the deadline."""
+        if not self._accepting:
+            raise NotReadyError(
+                "the server is draining and takes no new requests", headers={"Retry-After": "1"}
+            )
+        waiting = self.depth + ahead
+        if waiting >= self.max_queue_size:
+            self._metrics.rejected.labels(reason="queue_full").inc()
+            raise OverloadedError(
+                f"{waiting} images are already waiting (SERVING_MAX_QUEUE_SIZE); retry shortly",
+                headers={"Retry-After": self._retry_after()},
+            )
+        if deadline is None:
+            return
+        now = self._clock()
+        expected = self.expected_wait_s(extra=ahead + 1)
+        if expected is not None and now + expected > deadline:
+            self._metrics.rejected.labels(reason="expected_wait").inc()
+            raise OverloadedError(
+                f"the expected wait of {expected:.2f}s exceeds this request's remaining time "
+                f"of {max(0.0, deadline - now):.2f}s; retry shortly",
+                headers={"Retry-After": self._retry_after()},
+            )
+
     async def submit(
         self, tensor: torch.Tensor, *, deadline: float | None = None
     ) -> tuple[torch.Tensor, BatchTiming]:
         """Queue one preprocessed image; returns its probability row and timings.
 
-        Raises NotReadyError when draining, OverloadedError when the queue is full or the
-        expected wait exceeds the deadline, DeadlineExceededError when the deadline passes while
-        the image is queued (it is then never run)."""
-        if not self._accepting:
-            raise NotReadyError("the server is draining and takes no new requests")
-        if self.depth >= self.max_queue_size:
-            self._metrics.rejected.labels(reason="queue_full").inc()
-            raise OverloadedError(
-                f"{self.depth} images are already queued (SERVING_MAX_QUEUE_SIZE); retry shortly",
-                headers={"Retry-After": self._retry_after()},
-            )
+        Raises what `admit` raises, and DeadlineExceededError when the deadline has passed
+        already or passes while the image is queued (it is then never run)."""
         now = self._clock()
-        if deadline is not None:
-            expected = self.expected_wait_s()
-            if expected is not None and now + expected > deadline:
-                self._metrics.rejected.labels(reason="expected_wait").inc()
-                raise OverloadedError(
-                    f"the expected wait of {expected:.2f}s exceeds this request's deadline "
-                    f"of {max(0.0, deadline - now):.2f}s; retry shortly",
-                    headers={"Retry-After": self._retry_after()},
-                )
+        if deadline is not None and now > deadline:
+            self._metrics.rejected.labels(reason="deadline").inc()
+            raise DeadlineExceededError("the request's deadline passed before it reached the queue")
+        self.admit(deadline)
         future: asyncio.Future[tuple[torch.Tensor, BatchTiming]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -185,8 +201,9 @@ class Batcher:
         return await future
 
     def _retry_after(self) -> str:
+        """Whole seconds until the current queue should have drained (at least 1)."""
         expected = self.expected_wait_s(extra=0) or 1.0
-        return str(max(1, round(expected)))
+        return str(max(1, math.ceil(expected)))
 
     # --- the collector ----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import ipaddress
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.runtime_options import DeviceChoice, Precision
@@ -133,6 +133,47 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="Threads that decode and preprocess images."
     )
 
+    # --- overload, deadlines, shutdown -----------------------------------------------------
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Default deadline of a prediction request; a request that cannot be answered in "
+            "time is refused at once (503) or dropped from the queue (504)."
+        ),
+    )
+    max_request_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Largest deadline a client may ask for with the X-Request-Timeout header.",
+    )
+    graceful_timeout_s: float = Field(
+        20.0,
+        ge=0,
+        le=3600,
+        description=(
+            "On SIGTERM, how long open and queued requests may take to finish before exit; keep "
+            "preStop + this under the pod's terminationGracePeriodSeconds."
+        ),
+    )
+
+    # --- security ---------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated API keys; when set, /predict and /model need `Authorization: "
+            "Bearer <key>` or `X-API-Key: <key>`. Probes and /metrics stay open."
+        ),
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on this separate port instead of the main one (0 = same port).",
+    )
+
     # --- URL fetching -----------------------------------------------------------------------
     url_fetch_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Total time allowed to fetch an image URL."
@@ -153,9 +194,9 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("url_allowed_networks", mode="before")
+    @field_validator("url_allowed_networks", "api_keys", mode="before")
     @classmethod
-    def _split_networks(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -169,6 +210,24 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"not a CIDR network: {cidr!r}") from exc
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            if len(key.get_secret_value()) < 16:
+                raise ValueError("each API key must be at least 16 characters long")
+        return value
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> Settings:
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError("SERVING_METRICS_PORT must differ from SERVING_PORT (or be 0)")
+        if self.request_timeout_s > self.max_request_timeout_s:
+            raise ValueError(
+                "SERVING_REQUEST_TIMEOUT_S must not exceed SERVING_MAX_REQUEST_TIMEOUT_S"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -203,7 +262,10 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad variable, for a start-up failure message."""
     parts = []
     for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "?"
+        if not item["loc"]:  # a rule across fields: its message names them
+            parts.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in item["loc"])
         env = f"{ENV_PREFIX}{field.upper()}"
         given = item.get("input")
         shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""

@@ -100,6 +100,17 @@ class UrlTooLargeError(ServingError):
     code = "url_content_too_large"
 
 
+# --- access -------------------------------------------------------------------------------
+
+
+class UnauthorizedError(ServingError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
 # --- service state --------------------------------------------------------------------------
 
 

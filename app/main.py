@@ -10,11 +10,12 @@ import signal
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
-from app.api.routes import router
+from app.api.routes import protected, router
 from app.config import Settings
 from app.metrics import Metrics
 from app.service import PredictionService
@@ -63,6 +64,11 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Cheap and synchronous: no usable weights means start-up fails here, with the reason.
         service.resolve()
+        metrics_server = (
+            start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+            if settings.metrics_port
+            else None
+        )
         loader = asyncio.create_task(service.load(on_fatal or _exit_process), name="model-load")
         app.state.load_task = loader
         try:
@@ -73,7 +79,10 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler | None = None) -> F
                 loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loader
-            await service.close()
+            await service.close(settings.graceful_timeout_s)
+            if metrics_server is not None:
+                metrics_server[0].shutdown()
+                metrics_server[0].server_close()
 
     app = FastAPI(
         title="resnet-serving",
@@ -91,6 +100,9 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler | None = None) -> F
     app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(protected)
+    # Raw bytes, ready for constant-time comparison; the Settings object keeps them secret.
+    app.state.api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, body_limit_for=body_limit(settings)
     )

@@ -92,6 +92,7 @@ class PredictionService:
         # Bounds images being decoded or waiting for a decode thread: past it, callers wait
         # here (holding no pixels) instead of piling decoded images up in memory.
         self._decode_slots = asyncio.Semaphore(settings.decode_workers * 4)
+        self._decoding = 0  # accepted images not yet in the batch queue
         self.fetcher = UrlFetcher(
             policy=AddressPolicy(
                 allow_private=settings.allow_private_urls,
@@ -221,10 +222,18 @@ class PredictionService:
     def require_ready(self) -> tuple[Batcher, Preprocessor]:
         """The batcher and preprocessor, or NotReadyError (503) while loading or draining."""
         if self.state is not State.READY or self._batcher is None or self._preprocessor is None:
+            retry = "1" if self.state is State.DRAINING else "5"
             raise NotReadyError(
-                f"the model is not ready ({self.state_detail})", headers={"Retry-After": "5"}
+                f"the model is not ready ({self.state_detail})", headers={"Retry-After": retry}
             )
         return self._batcher, self._preprocessor
+
+    def admit(self, deadline: float | None, *, images: int = 1) -> None:
+        """Admission control at the door, before the body is read or decoded: refuse (503,
+        Retry-After) when draining, when the queue is full, or when the expected wait already
+        exceeds the request's deadline. Cheap; called first by every prediction route."""
+        batcher, _ = self.require_ready()
+        batcher.admit(deadline, ahead=self._decoding + images - 1)
 
     def require_ready_model(self) -> tuple[ModelRuntime, WeightsSource, Preprocessor]:
         _, preprocessor = self.require_ready()
@@ -247,9 +256,15 @@ class PredictionService:
     async def preprocess(self, data: bytes) -> Preprocessed:
         _, preprocessor = self.require_ready()
         self.metrics.image_bytes.observe(len(data))
-        async with self._decode_slots:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._decode_pool, self._decode, data, preprocessor)
+        self._decoding += 1
+        try:
+            async with self._decode_slots:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(
+                    self._decode_pool, self._decode, data, preprocessor
+                )
+        finally:
+            self._decoding -= 1
         self.metrics.image_decode_duration.observe(result.decode_s)
         return result
 

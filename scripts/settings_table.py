@@ -5,6 +5,7 @@ tests/test_docs.py fails when either differs from what this prints.
 
     python scripts/settings_table.py markdown   # the README table
     python scripts/settings_table.py env        # .env.example
+    python scripts/settings_table.py write      # rewrite both in place
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ from __future__ import annotations
 import sys
 from enum import Enum
 
+from pathlib import Path
+
 from pydantic_core import PydanticUndefined
 
 from app.config import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+START = "<!-- settings-table:start (generated: python scripts/settings_table.py markdown) -->\n"
+END = "<!-- settings-table:end -->"
 
 
 def _default(name: str) -> str:
@@ -58,12 +65,23 @@ def env_example() -> str:
     return "\n".join(lines) + "\n"
 
 
+def write() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + markdown() + END + tail)
+    (ROOT / ".env.example").write_text(env_example())
+
+
 def main(argv: list[str]) -> int:
     mode = argv[1] if len(argv) > 1 else "markdown"
     if mode == "markdown":
         sys.stdout.write(markdown())
     elif mode == "env":
         sys.stdout.write(env_example())
+    elif mode == "write":
+        write()
     else:
         print(__doc__, file=sys.stderr)
         return 2

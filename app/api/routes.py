@@ -7,7 +7,7 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
@@ -26,6 +26,7 @@ from app.imaging import SUPPORTED_MEDIA_TYPES
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.service import Prediction, PredictionService, State
 
+from .auth import require_api_key
 from .schemas import (
     BatchItemOut,
     BatchResponse,
@@ -43,11 +44,25 @@ from .schemas import (
 )
 
 router = APIRouter()
+# Prediction and model routes: behind the optional API key. Probes and metrics stay open.
+protected = APIRouter(dependencies=[Depends(require_api_key)])
 
 # Part/body content types taken as "an image, sniff it": browsers and curl send these.
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 _MULTIPART = "multipart/form-data"
 _JSON = "application/json"
+
+RequestTimeout = Annotated[
+    str | None,
+    Header(
+        alias="X-Request-Timeout",
+        description=(
+            "Seconds this request may take, end to end (default SERVING_REQUEST_TIMEOUT_S, at "
+            "most SERVING_MAX_REQUEST_TIMEOUT_S). A request that cannot make it is refused at "
+            "once with 503 and Retry-After, or answered 504 if its time runs out in the queue."
+        ),
+    ),
+]
 
 TopK = Annotated[
     int | None,
@@ -96,6 +111,22 @@ _BATCH_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def _deadline(settings: Settings, header: str | None) -> float:
+    """Absolute deadline (time.monotonic) from the X-Request-Timeout header or the default."""
+    timeout = settings.request_timeout_s
+    if header is not None:
+        try:
+            timeout = float(header)
+        except ValueError:
+            raise InvalidParameterError(
+                f"X-Request-Timeout must be a number of seconds, not {header[:40]!r}"
+            ) from None
+        if not 0 < timeout < float("inf"):
+            raise InvalidParameterError("X-Request-Timeout must be a positive number of seconds")
+        timeout = min(timeout, settings.max_request_timeout_s)
+    return time.monotonic() + timeout
 
 
 def _service(request: Request) -> PredictionService:
@@ -197,7 +228,7 @@ def _request_id(request: Request) -> str:
     return value if isinstance(value, str) else ""
 
 
-@router.post(
+@protected.post(
     "/predict",
     response_model=PredictResponse,
     summary="Classify one image",
@@ -210,12 +241,15 @@ def _request_id(request: Request) -> str:
     openapi_extra=_PREDICT_BODY,
     tags=["predict"],
 )
-async def predict(request: Request, top_k: TopK = None) -> PredictResponse:
+async def predict(
+    request: Request, top_k: TopK = None, timeout: RequestTimeout = None
+) -> PredictResponse:
     started = _request_started(request)
     service = _service(request)
     settings = _settings(request)
     k = top_k or settings.top_k
-    service.require_ready()
+    deadline = _deadline(settings, timeout)
+    service.admit(deadline)
     media = _media_type(request.headers.get("content-type"))
 
     if media == _MULTIPART:
@@ -225,15 +259,16 @@ async def predict(request: Request, top_k: TopK = None) -> PredictResponse:
             raise InvalidRequestError("send either a file or a url, not both")
         if isinstance(upload, UploadFile):
             data = await _read_upload(upload, settings.max_upload_bytes)
-            prediction = await service.predict_bytes(data, top_k=k)
+            prediction = await service.predict_bytes(data, top_k=k, deadline=deadline)
         elif isinstance(url, str):
-            prediction = await service.predict_url(url, top_k=k)
+            prediction = await service.predict_url(url, top_k=k, deadline=deadline)
         else:
             raise InvalidRequestError("the multipart body needs a field `file` (image) or `url`")
     elif media == _JSON:
-        prediction = await service.predict_url(_url_from_json(await request.body()), top_k=k)
+        url = _url_from_json(await request.body())
+        prediction = await service.predict_url(url, top_k=k, deadline=deadline)
     elif media.startswith("image/") or media in _GENERIC_TYPES - {""}:
-        prediction = await service.predict_bytes(await request.body(), top_k=k)
+        prediction = await service.predict_bytes(await request.body(), top_k=k, deadline=deadline)
     else:
         raise UnsupportedMediaTypeError(
             f"content type {media or 'none'!r} is not accepted; use multipart/form-data, "
@@ -251,7 +286,7 @@ async def predict(request: Request, top_k: TopK = None) -> PredictResponse:
     )
 
 
-@router.post(
+@protected.post(
     "/predict/batch",
     response_model=BatchResponse,
     summary="Classify several images in one request",
@@ -264,12 +299,15 @@ async def predict(request: Request, top_k: TopK = None) -> PredictResponse:
     openapi_extra=_BATCH_BODY,
     tags=["predict"],
 )
-async def predict_batch(request: Request, top_k: TopK = None) -> BatchResponse:
+async def predict_batch(
+    request: Request, top_k: TopK = None, timeout: RequestTimeout = None
+) -> BatchResponse:
     started = _request_started(request)
     service = _service(request)
     settings = _settings(request)
     k = top_k or settings.top_k
-    service.require_ready()
+    deadline = _deadline(settings, timeout)
+    service.admit(deadline)
     media = _media_type(request.headers.get("content-type"))
     if media != _MULTIPART:
         raise UnsupportedMediaTypeError(
@@ -279,11 +317,12 @@ async def predict_batch(request: Request, top_k: TopK = None) -> BatchResponse:
     uploads = [u for u in form.getlist("files") if isinstance(u, UploadFile)]
     if not uploads:
         raise InvalidRequestError("the multipart body needs one or more `files` fields")
+    service.admit(deadline, images=len(uploads))
 
     async def one(index: int, upload: UploadFile) -> BatchItemOut:
         try:
             data = await _read_upload(upload, settings.max_upload_bytes)
-            prediction = await service.predict_bytes(data, top_k=k)
+            prediction = await service.predict_bytes(data, top_k=k, deadline=deadline)
         except ServingError as exc:
             return BatchItemOut(
                 index=index,
@@ -357,10 +396,12 @@ async def ready(request: Request) -> JSONResponse:
     tags=["probes"],
 )
 async def metrics(request: Request) -> Response:
+    if _settings(request).metrics_port:
+        raise StarletteHTTPException(404, "metrics are served on SERVING_METRICS_PORT")
     return Response(request.app.state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
-@router.get(
+@protected.get(
     "/model",
     response_model=ModelInfoResponse,
     summary="The loaded model, its weights and preprocessing",
@@ -389,7 +430,7 @@ async def model_info(request: Request) -> ModelInfoResponse:
     )
 
 
-@router.get(
+@protected.get(
     "/model/labels",
     response_model=LabelsResponse,
     summary="Class names, indexed by class_id",

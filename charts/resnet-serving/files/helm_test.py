@@ -72,10 +72,14 @@ def main() -> int:
         return fail(f"{base}/ready did not answer 200 within {timeout_s:.0f} s")
     print(f"GET /ready: 200 {ready}")
 
+    headers = {"Content-Type": "image/png", "Accept": "application/json"}
+    api_keys = os.environ.get("API_KEYS", "")
+    if api_keys:  # SERVING_API_KEYS is on: authenticate with the first key
+        headers["Authorization"] = "Bearer " + api_keys.split(",")[0].strip()
     request = urllib.request.Request(  # noqa: S310
         f"{base}/predict?top_k={top_k}",
         data=make_png(),
-        headers={"Content-Type": "image/png", "Accept": "application/json"},
+        headers=headers,
         method="POST",
     )
     try:

@@ -124,3 +124,44 @@ The in-cluster URL of the Service.
 {{- define "resnet-serving.serviceURL" -}}
 {{- printf "http://%s.%s.svc:%d" (include "resnet-serving.fullname" .) .Release.Namespace (.Values.service.port | int) }}
 {{- end }}
+
+{{/*
+The separate metrics port (SERVING_METRICS_PORT), or 0 when /metrics is on the http port.
+*/}}
+{{- define "resnet-serving.metricsPort" -}}
+{{- include "resnet-serving.settingValue" (.Values.config.SERVING_METRICS_PORT | default 0) | int }}
+{{- end }}
+
+{{/*
+The named container port Prometheus scrapes: `metrics` when it is separate, else `http`.
+*/}}
+{{- define "resnet-serving.metricsPortName" -}}
+{{- if gt (include "resnet-serving.metricsPort" . | int) 0 }}metrics{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+The Secret with SERVING_API_KEYS and the key in it, or nothing when API keys are off.
+*/}}
+{{- define "resnet-serving.apiKeysSecret" -}}
+{{- if .Values.apiKeys.existingSecret -}}
+{{ .Values.apiKeys.existingSecret }}
+{{- else if .Values.apiKeys.keys -}}
+{{ include "resnet-serving.fullname" . }}-api-keys
+{{- end }}
+{{- end }}
+{{- define "resnet-serving.apiKeysSecretKey" -}}
+{{- if .Values.apiKeys.existingSecret }}{{ .Values.apiKeys.existingSecretKey }}{{ else }}api-keys{{ end }}
+{{- end }}
+
+{{/*
+SIGTERM handling must fit in the grace period: the preStop pause, then up to
+SERVING_GRACEFUL_TIMEOUT_S for open requests, then a moment for shutdown. Refuse to render a
+Deployment whose pods would be killed mid-request.
+*/}}
+{{- define "resnet-serving.checkGrace" -}}
+{{- $graceful := include "resnet-serving.settingValue" (.Values.config.SERVING_GRACEFUL_TIMEOUT_S | default 20) | float64 | ceil | int }}
+{{- $needed := add (int .Values.lifecycle.preStopSleepSeconds) $graceful 2 }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int $needed) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least lifecycle.preStopSleepSeconds + SERVING_GRACEFUL_TIMEOUT_S + 2 = %d" (int .Values.terminationGracePeriodSeconds) (int $needed)) }}
+{{- end }}
+{{- end }}
