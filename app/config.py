@@ -127,7 +127,9 @@ class Settings(BaseSettings):
         description="Longest a batch waits to fill once requests are queued (never when idle).",
     )
     max_queue_size: int = Field(
-        64, ge=1, description="Images waiting for the model before new requests get 503."
+        64,
+        ge=1,
+        description="Images waiting for the model (decoding or queued) before new ones get 503.",
     )
     decode_workers: int = Field(
         2, ge=1, le=64, description="Threads that decode and preprocess images."
