@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import start_http_server
@@ -54,6 +55,25 @@ def body_limit(settings: Settings) -> Callable[[str], int]:
         return batch if path.rstrip("/").endswith("/batch") else single
 
     return limit_for
+
+
+def _document_auth_as_optional(app: FastAPI) -> None:
+    """Without SERVING_API_KEYS the key schemes stay documented, but as optional (`{}` in the
+    security list means "no credentials"), so the document tells clients the truth about this
+    instance."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    if isinstance(operation, dict) and operation.get("security"):
+                        operation["security"] = [{}, *operation["security"]]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, *, on_fatal: FatalHandler | None = None) -> FastAPI:
@@ -103,6 +123,8 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler | None = None) -> F
     app.include_router(protected)
     # Raw bytes, ready for constant-time comparison; the Settings object keeps them secret.
     app.state.api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
+    if not settings.api_keys:
+        _document_auth_as_optional(app)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, body_limit_for=body_limit(settings)
     )

@@ -85,6 +85,8 @@ _PREDICT_BODY: dict[str, Any] = {
                         "file": {**_BINARY, "description": "The image file."},
                         "url": {"type": "string", "maxLength": 4096, "description": "Image URL."},
                     },
+                    # Exactly one of the two.
+                    "oneOf": [{"required": ["file"]}, {"required": ["url"]}],
                 },
                 "encoding": {"file": {"contentType": ", ".join(SUPPORTED_MEDIA_TYPES)}},
             },
