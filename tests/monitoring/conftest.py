@@ -1,0 +1,49 @@
+"""Fixtures of the monitoring tests: the chart rendered offline (the chart tests' own fixtures),
+promtool and prometheus from the Debian `prometheus` package, the app's real /metrics page."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+# The chart tests' rendering (helm from .tools, the offline chart with the stand-in for the
+# kube-prometheus-stack dependency), reused as they are.
+from chart.conftest import helm, helm_bin, offline_chart, render
+from fastapi.testclient import TestClient
+
+__all__ = ["helm", "helm_bin", "metrics_text", "offline_chart", "prometheus_bin", "promtool_bin",
+           "render"]  # fmt: skip
+
+
+def _system_tool(name: str) -> Path:
+    found = shutil.which(name) or (
+        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None
+    )
+    if not found:
+        pytest.fail(
+            f"{name} is missing: run scripts/install.sh (Debian package `prometheus`)",
+            pytrace=False,
+        )
+    return Path(found)
+
+
+@pytest.fixture(scope="session")
+def promtool_bin() -> Path:
+    return _system_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+    return _system_tool("prometheus")
+
+
+@pytest.fixture(scope="session")
+def metrics_text(client: TestClient) -> str:
+    """The /metrics page of the real app (in process: resnet18, random weights). Every family
+    is declared there (HELP/TYPE) even before it has a labelled child."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text: str = response.text
+    return text

@@ -1,0 +1,238 @@
+"""The alert and recording rules the chart renders into its PrometheusRule, extracted from
+`helm template` (not a hand copy): `promtool check rules`, `promtool test rules` with the cases
+of tests/monitoring/promtool/ (every alert fires in one and stays silent in another), metric
+names the app really exports, and the conventions of every alert."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart.chartkit import VALUES_DEV, VALUES_PROD, Render
+
+from monitoring.monitoringkit import (
+    CLUSTER_SERIES,
+    PROMETHEUS_SERIES,
+    PROMTOOL_TESTS,
+    RECORDING_RULE_PREFIX,
+    RULES_FILE,
+    TROUBLESHOOTING,
+    declared_series,
+    github_anchor,
+    markdown_headings,
+    metric_names,
+    rule_groups,
+    rules_of,
+    write_rules_file,
+)
+
+PROMTOOL_CASES = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
+VALUES = {"defaults": (), "dev": (VALUES_DEV,), "prod": (VALUES_PROD,)}
+ALERTS = {  # every alert the chart ships, and the severities its rules carry
+    "ResNetServingTargetDown": {"warning"},
+    "ResNetServingDown": {"critical"},
+    "ResNetServingErrorBudgetBurn": {"critical", "warning"},
+    "ResNetServingLatencyBudgetBurn": {"critical", "warning"},
+    "ResNetServingHighErrorRatio": {"warning"},
+    "ResNetServingHighLatency": {"warning"},
+    "ResNetServingModelNotReady": {"warning"},
+    "ResNetServingPredictionsStopped": {"critical"},
+    "ResNetServingHPAMaxedOut": {"warning"},
+    "ResNetServingPodRestarting": {"warning"},
+    "ResNetServingOOMKilled": {"warning"},
+}
+
+
+def promtool(promtool_bin: Path, *args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(
+        [str(promtool_bin), *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    return output
+
+
+def staged_cases(groups: list[dict[str, Any]], workdir: Path) -> list[Path]:
+    """The promtool test files next to the rendered rules, as their rule_files expect."""
+    write_rules_file(groups, workdir / RULES_FILE)
+    return [Path(shutil.copy(case, workdir / case.name)) for case in PROMTOOL_CASES]
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_promtool_accepts_the_rendered_rules(
+    render: Render, promtool_bin: Path, tmp_path: Path, values: tuple[Path, ...]
+) -> None:
+    groups = rule_groups(render, values)
+    path = write_rules_file(groups, tmp_path / RULES_FILE)
+    output = promtool(promtool_bin, "check", "rules", str(path))
+    count = sum(1 for _ in rules_of(groups))
+    assert f"SUCCESS: {count} rules found" in output
+
+
+def test_the_chart_ships_every_alert_with_its_severities(render: Render) -> None:
+    found: dict[str, set[str]] = {}
+    for rule in rules_of(rule_groups(render)):
+        if "alert" in rule:
+            found.setdefault(rule["alert"], set()).add(rule["labels"]["severity"])
+    assert found == ALERTS
+
+
+def test_promtool_unit_tests_pass(render: Render, promtool_bin: Path, tmp_path: Path) -> None:
+    cases = staged_cases(rule_groups(render), tmp_path)
+    assert cases, f"no promtool tests in {PROMTOOL_TESTS}"
+    output = promtool(promtool_bin, "test", "rules", *(c.name for c in cases), cwd=tmp_path)
+    assert output.count("SUCCESS") == len(cases), output
+
+
+def test_promtool_unit_tests_fail_on_a_wrong_expectation(
+    render: Render, promtool_bin: Path, tmp_path: Path
+) -> None:
+    """The unit tests can fail: a threshold moved by values breaks the expected firing."""
+    groups = rule_groups(render, set_values=("prometheusRule.alerts.errorRatio.threshold=0.5",))
+    cases = staged_cases(groups, tmp_path)
+    proc = subprocess.run(
+        [str(promtool_bin), "test", "rules", *(c.name for c in cases)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "alertname: ResNetServingHighErrorRatio" in proc.stdout + proc.stderr
+
+
+def expectations(case: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    data = yaml.safe_load(case.read_text())
+    assert data["rule_files"] == [RULES_FILE], case.name
+    return [
+        (check["alertname"], check.get("exp_alerts") or [])
+        for test in data["tests"]
+        for check in test.get("alert_rule_test", [])
+    ]
+
+
+def test_every_alert_has_a_firing_and_a_silent_promtool_case() -> None:
+    """For each alert and severity, a series that fires it; for each alert, one that keeps it
+    silent. A new alert without its unit tests fails here."""
+    fired: set[tuple[str, str]] = set()
+    silent: set[str] = set()
+    for case in PROMTOOL_CASES:
+        for alert, expected in expectations(case):
+            if not expected:
+                silent.add(alert)
+            for exp in expected:
+                fired.add((alert, exp["exp_labels"]["severity"]))
+    wanted = {(alert, sev) for alert, sevs in ALERTS.items() for sev in sevs}
+    assert sorted(wanted - fired) == [], "alerts (and severities) no promtool case fires"
+    assert sorted(set(ALERTS) - silent) == [], "alerts no promtool case keeps silent"
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_every_alert_has_severity_summary_description_and_its_runbook(
+    render: Render, values: tuple[Path, ...]
+) -> None:
+    sections = {github_anchor(h) for h in markdown_headings(TROUBLESHOOTING.read_text(), 2)}
+    for rule in rules_of(rule_groups(render, values)):
+        if "alert" not in rule:
+            continue
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert rule["annotations"]["summary"].strip(), name
+        assert rule["annotations"]["description"].strip(), name
+        url = rule["annotations"]["runbook_url"]
+        base, _, anchor = url.partition("#")
+        assert base.endswith("/docs/TROUBLESHOOTING.md"), name
+        assert anchor == name.lower(), name
+        assert anchor in sections, f"docs/TROUBLESHOOTING.md has no section for {name}"
+        assert rule["for"], name
+
+
+def test_runbook_base_comes_from_values(render: Render) -> None:
+    groups = rule_groups(render, set_values=("prometheusRule.runbookUrl=https://wiki.example/rb",))
+    urls = {r["annotations"]["runbook_url"] for r in rules_of(groups) if "alert" in r}
+    assert urls == {f"https://wiki.example/rb#{a.lower()}" for a in ALERTS}
+
+
+def test_thresholds_and_windows_come_from_values(render: Render) -> None:
+    groups = rule_groups(
+        render,
+        set_values=(
+            "prometheusRule.alerts.latency.thresholdSeconds=0.3",
+            "prometheusRule.alerts.latency.objective=0.99",
+            "prometheusRule.alerts.serviceDown.for=3m",
+            "prometheusRule.alerts.errorRatio.window=10m",
+        ),
+    )
+    by_name = {r.get("alert") or r["record"]: r for r in rules_of(groups)}
+    assert by_name["ResNetServingDown"]["for"] == "3m"
+    assert 'le="0.3"' in by_name["resnet_serving:latency_slow:ratio_rate5m"]["expr"]
+    assert "> 0.3" in by_name["ResNetServingHighLatency"]["expr"]
+    assert "(1 - 0.99)" in by_name["ResNetServingLatencyBudgetBurn"]["expr"]
+    assert "[10m]" in by_name["ResNetServingHighErrorRatio"]["expr"]
+
+
+def test_latency_threshold_choices_are_the_apps_buckets(
+    metrics_text: str, offline_chart: Path
+) -> None:
+    """values.schema.json lists the thresholds as the le values the app really writes."""
+    import json
+
+    schema = json.loads((offline_chart / "values.schema.json").read_text())
+    alerts = schema["properties"]["prometheusRule"]["properties"]["alerts"]
+    choices = alerts["properties"]["latency"]["properties"]["thresholdSeconds"]["enum"]
+    written = set(
+        re.findall(r'^request_duration_seconds_bucket\{[^}]*le="([^"]+)"', metrics_text, re.M)
+    )
+    assert written, "no request_duration_seconds buckets on /metrics"
+    assert set(choices) == written - {"+Inf"}
+
+
+def test_slo_recording_rules_cover_every_burn_rate_window(render: Render) -> None:
+    groups = rule_groups(render)
+    recorded = {r["record"] for r in rules_of(groups) if "record" in r}
+    read = {
+        name
+        for r in rules_of(groups)
+        if "alert" in r
+        for name in metric_names(r["expr"])
+        if name.startswith(RECORDING_RULE_PREFIX)
+    }
+    assert read
+    assert read <= recorded
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_rules_reference_only_series_the_app_exports(
+    render: Render, metrics_text: str, values: tuple[Path, ...]
+) -> None:
+    """Read from the app's real /metrics page: a rule on a metric the app does not export (or
+    no longer exports) fails here. Cluster series are named in CLUSTER_SERIES."""
+    groups = rule_groups(render, values)
+    recorded = {r["record"] for r in rules_of(groups) if "record" in r}
+    known = declared_series(metrics_text) | PROMETHEUS_SERIES | set(CLUSTER_SERIES) | recorded
+    used = {name for r in rules_of(groups) for name in metric_names(r["expr"])}
+    assert "request_count_total" in used
+    assert sorted(used - known) == [], "series that neither the app nor the cluster exports"
+
+
+def test_metric_name_check_catches_a_name_the_app_does_not_export(metrics_text: str) -> None:
+    known = declared_series(metrics_text)
+    assert {"request_count_total", "request_duration_seconds_bucket", "model_ready"} <= known
+    expr = 'sum(rate(request_total{job="x"}[5m])) / sum(rate(request_count_total{job="x"}[5m]))'
+    assert metric_names(expr) - known == {"request_total"}
+
+
+def test_metric_names_reads_promql() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (le, route) (rate(a_bucket{route=~"/p.*", le!="1"}'
+        "[$__rate_interval]))) > on (job) group_left (x) b offset 5m unless c and "
+        'label_replace(up{job="j"}, "h", "$1", "job", "(.+)") or vector(0) * '
+        'd:recorded:rate5m{a="sum(x)"} / inf'
+    )
+    assert metric_names(expr) == {"a_bucket", "b", "c", "up", "d:recorded:rate5m"}
+    assert metric_names('label_values(model_info{namespace=~"$ns"}, job)') == {"model_info"}
