@@ -1,0 +1,114 @@
+"""dashboards/*.json is what scripts/dashboards.py (Grafana Foundation SDK) generates, and the
+overview dashboard has the panels and variables the product promises. tests/chart/ checks that
+the chart ships the files verbatim; test_prometheus_integration.py runs every query."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from chart.chartkit import ROOT
+
+from monitoring.monitoringkit import DASHBOARDS_DIR, metric_names, panel_queries, panels
+from scripts import dashboards as generator
+
+OVERVIEW = DASHBOARDS_DIR / "resnet-serving-overview.json"
+# What the overview must show, by panel title, and a series each panel must read.
+REQUIRED_PANELS = {
+    "Requests / s by route and status": "request_count_total",
+    "Error ratio (5xx) by route": "request_count_total",
+    "5xx ratio (API)": "request_count_total",
+    "Latency by route (p50, p95, p99)": "request_duration_seconds_bucket",
+    "Requests in flight": "requests_in_flight",
+    "Inference time per batch (p50, p95, p99)": "inference_duration_seconds_bucket",
+    "Predictions / s by model": "prediction_count_total",
+    "Top predicted classes (dashboard range)": "predicted_class_total",
+    "Replicas up": "up",
+    "Replicas (HPA current, desired, max)": "kube_horizontalpodautoscaler_status_current_replicas",
+    "CPU per pod (container, cAdvisor)": "container_cpu_usage_seconds_total",
+    "Memory per pod (container working set, cAdvisor)": "container_memory_working_set_bytes",
+    "CPU per pod (process)": "process_cpu_seconds_total",
+    "Memory per pod (process resident)": "process_resident_memory_bytes",
+    "Loaded model per pod": "model_info",
+}
+
+
+def test_committed_dashboards_are_the_generated_ones() -> None:
+    committed = sorted(p.name for p in DASHBOARDS_DIR.glob("*.json"))
+    assert committed == sorted(generator.DASHBOARDS), "a JSON file without a generator"
+    for name in generator.DASHBOARDS:
+        assert (DASHBOARDS_DIR / name).read_text() == generator.render(name), (
+            f"dashboards/{name} is stale: run `python scripts/dashboards.py`"
+        )
+
+
+def test_check_mode_reports_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = subprocess.run(
+        [sys.executable, "scripts/dashboards.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stale = tmp_path / "resnet-serving-overview.json"
+    stale.write_text(OVERVIEW.read_text().replace("p95 latency /predict", "p95 latency"))
+    monkeypatch.setattr(generator, "OUT_DIR", tmp_path)
+    assert generator.main(["--check"]) == 1
+
+
+def test_overview_has_the_promised_panels_on_the_right_series() -> None:
+    dashboard = json.loads(OVERVIEW.read_text())
+    reads: dict[str, set[str]] = {}
+    for title, _, expr in panel_queries(dashboard):
+        reads.setdefault(title, set()).update(metric_names(expr))
+    for title, series in REQUIRED_PANELS.items():
+        assert title in reads, f"no panel {title!r}"
+        assert series in reads[title], f"{title!r} does not read {series}"
+    latency = [e for t, _, e in panel_queries(dashboard) if t.startswith("Latency by route")]
+    assert [e.split(",")[0] for e in latency] == [
+        "histogram_quantile(0.5",
+        "histogram_quantile(0.95",
+        "histogram_quantile(0.99",
+    ]
+
+
+def test_overview_variables_are_datasource_namespace_job_and_pod() -> None:
+    dashboard = json.loads(OVERVIEW.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert list(variables) == ["datasource", "namespace", "job", "pod"]
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("namespace", "job", "pod"):
+        assert variables[name]["includeAll"] is True
+        assert variables[name]["allValue"] == ".*"
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert variables[name]["definition"] == variables[name]["query"]
+
+
+def test_every_query_is_scoped_to_the_selected_pods() -> None:
+    """App series by job, namespace and pod; cluster series joined with this job's targets;
+    the recording rules' series (no pod label) by job and namespace."""
+    dashboard = json.loads(OVERVIEW.read_text())
+    for title, ref, expr in panel_queries(dashboard):
+        assert 'namespace=~"$namespace"' in expr, (title, ref)
+        assert 'job=~"$job"' in expr, (title, ref)
+        if "resnet_serving:" not in expr:
+            assert 'pod=~"$pod"' in expr, (title, ref)
+
+
+def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
+    dashboard = json.loads(OVERVIEW.read_text())
+    cells: set[tuple[int, int]] = set()
+    ids = []
+    for panel in panels(dashboard):
+        ids.append(panel["id"])
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        columns = range(pos["x"], pos["x"] + pos["w"])
+        mine = {(x, y) for x in columns for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not mine & cells, f"{panel['title']} overlaps another panel"
+        cells |= mine
+    assert len(ids) == len(set(ids))
