@@ -25,7 +25,7 @@ K8S_SCHEMA_VERSIONS="1.27.0 1.34.0"
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_VALIDATE_SHA256=85136d018a27b50ec7fc049d902bfa5193f5976807e6c0f408e3ab6fe078cad9
 PROMETHEUS_OPERATOR_VERSION=v0.93.1
-APT_PACKAGES=(prometheus nginx-light wrk shellcheck)
+APT_PACKAGES=(prometheus nginx wrk shellcheck)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -45,7 +45,7 @@ log "installing Python dependencies (pinned)"
 # --- system packages ---------------------------------------------------------------------------
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
 # actionlint runs shellcheck on the workflows' run: scripts when it is installed (as on CI runners)
 command -v shellcheck >/dev/null || missing+=(shellcheck)

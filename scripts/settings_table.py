@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-
 from pathlib import Path
 
 from pydantic_core import PydanticUndefined
