@@ -93,6 +93,11 @@ class Traffic:
     statuses: dict[int, int] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def seen(self) -> set[int]:
+        with self.lock:
+            return set(self.statuses)
 
     def run(self) -> None:
         image = png_bytes()
@@ -116,9 +121,9 @@ class Traffic:
                         client.post("/predict", json={"url": dead_url}),
                         client.get("/ready"),
                     ):
-                        self.statuses[response.status_code] = (
-                            self.statuses.get(response.status_code, 0) + 1
-                        )
+                        with self.lock:
+                            count = self.statuses.get(response.status_code, 0)
+                            self.statuses[response.status_code] = count + 1
                 except httpx.HTTPError as exc:
                     self.errors.append(repr(exc))
                 self.stop.wait(0.05)
@@ -224,11 +229,10 @@ def stack(
 def test_traffic_has_successes_client_errors_and_server_errors(stack: Stack) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
-        got = set(stack.traffic.statuses)
-        if {200, 400, 502, 503} <= got:
+        if {200, 400, 502, 503} <= stack.traffic.seen():
             break
         time.sleep(0.2)
-    assert {200, 400, 502, 503} <= set(stack.traffic.statuses), stack.traffic.statuses
+    assert {200, 400, 502, 503} <= stack.traffic.seen(), stack.traffic.statuses
     assert not stack.traffic.errors[:3]
 
 
