@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=256,
-        description="torch intra-op threads; 0 = the CPUs this process may use (cgroup-aware).",
+        description=(
+            "torch intra-op threads; 0 = one less than the CPUs this process may use "
+            "(cgroup-aware; at least 1), leaving a CPU for HTTP and decoding."
+        ),
     )
 
     device: DeviceChoice = Field(

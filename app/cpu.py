@@ -36,6 +36,15 @@ def _cgroup_v1_quota(root: Path) -> float | None:
     return quota / period
 
 
+def default_torch_threads(cpus: int | None = None) -> int:
+    """torch's intra-op threads when SERVING_NUM_THREADS=0: every usable CPU but one. The one
+    left over runs the event loop, HTTP parsing and image decoding; with all CPUs given to
+    torch's spinning thread pool, a loaded server answered even its cheapest refusals seconds
+    late (measured: docs/PERFORMANCE.md, "Threads")."""
+    count = available_cpus() if cpus is None else cpus
+    return max(1, count - 1)
+
+
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs usable by this process: affinity mask, capped by a cgroup CPU quota, at least 1."""
     try:

@@ -19,7 +19,7 @@ import torch
 
 from app.batcher import Batcher
 from app.config import Settings
-from app.cpu import available_cpus
+from app.cpu import default_torch_threads
 from app.errors import NotReadyError
 from app.imaging import decode_image
 from app.metrics import Metrics
@@ -84,7 +84,7 @@ class PredictionService:
         self._preprocessor: Preprocessor | None = None
         self._batcher: Batcher | None = None
         self._labels: list[str] = []
-        self.num_threads = settings.num_threads or available_cpus()
+        self.num_threads = settings.num_threads or default_torch_threads()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"

@@ -48,6 +48,7 @@ BACKENDS = {
 @dataclass(frozen=True)
 class CeilingResult:
     backend: str
+    threads: int
     batch_size: int
     median_batch_ms: float
     images_per_s: float
@@ -89,6 +90,7 @@ def measure(
         results.append(
             CeilingResult(
                 backend=backend.name,
+                threads=num_threads,
                 batch_size=size,
                 median_batch_ms=round(median * 1000, 3),
                 images_per_s=round(size / median, 2),

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from app.cpu import available_cpus
+from app.cpu import available_cpus, default_torch_threads
 from app.runtime import cpu_flags, cpu_has_native_bf16
 from bench import ceiling, preprocess_bench
 from bench.images import small_jpeg
@@ -73,6 +73,7 @@ def machine_info() -> dict[str, Any]:
 def server_configs(model: str, *, with_compile: bool, with_cuda: bool) -> list[ServerConfig]:
     base = {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
             "SERVING_LOG_LEVEL": "warning", "SERVING_DEVICE": "cpu"}  # fmt: skip
+    all_cpus = str(available_cpus())
     configs = [
         ServerConfig("baseline (plain FastAPI, fp32, per request)", "baseline"),
         ServerConfig("serving fp32", "serving", {**base, "SERVING_PRECISION": "fp32"}, "fp32"),
@@ -81,6 +82,16 @@ def server_configs(model: str, *, with_compile: bool, with_cuda: bool) -> list[S
         configs.append(
             ServerConfig("serving bf16", "serving", {**base, "SERVING_PRECISION": "bf16"}, "bf16")
         )
+        if all_cpus != str(default_torch_threads()):
+            # The thread default under test: every CPU to torch instead of all but one.
+            configs.append(
+                ServerConfig(
+                    f"serving bf16, {all_cpus} torch threads",
+                    "serving",
+                    {**base, "SERVING_PRECISION": "bf16", "SERVING_NUM_THREADS": all_cpus},
+                    "bf16",
+                )
+            )
         if with_compile:
             configs.append(
                 ServerConfig(
@@ -175,7 +186,12 @@ def evaluate(
     base1 = _at(e2e, baseline, 1)
     ceiling_rows = [r for r in ceilings if r["backend"] == best.backend]
     best_ceiling = max((r["images_per_s"] for r in ceiling_rows), default=0.0)
-    batch1 = next((r for r in ceiling_rows if r["batch_size"] == 1), None)
+    # The model's own batch-1 latency, with the thread count the server runs.
+    batch1 = next(
+        (r for r in ceiling_rows
+         if r["batch_size"] == 1 and r["threads"] == default_torch_threads()),
+        None,
+    )  # fmt: skip
     at1 = _at(e2e, best.name, 1)
     our_names = {c.name for c in ours}
     failures = {
@@ -246,16 +262,18 @@ def main(argv: list[str] | None = None) -> int:
         configs = [c for c in configs if c.kind == "baseline" or any(w in c.name for w in words)]
     backends = sorted({c.backend for c in configs if c.backend})
     ceiling_rows: list[dict[str, Any]] = []
+    thread_counts = sorted({available_cpus(), default_torch_threads()})
     for name in backends:
-        for result in ceiling.measure(
-            args.model,
-            ceiling.BACKENDS[name],
-            [1, 8] if not name.startswith("cuda") else [1, 8, 32],
-            seconds_per_point=1.0 if args.quick else 5.0,
-            num_threads=available_cpus(),
-        ):
-            ceiling_rows.append(asdict(result))
-            print(json.dumps(ceiling_rows[-1]), flush=True)
+        for threads in thread_counts if not name.startswith("cuda") else [default_torch_threads()]:
+            for result in ceiling.measure(
+                args.model,
+                ceiling.BACKENDS[name],
+                [1, 8] if not name.startswith("cuda") else [1, 8, 32],
+                seconds_per_point=1.0 if args.quick else 5.0,
+                num_threads=threads,
+            ):
+                ceiling_rows.append(asdict(result))
+                print(json.dumps(ceiling_rows[-1]), flush=True)
     preprocess_rows = preprocess_bench.run(args.model, 0.5 if args.quick else 3.0)
 
     e2e: list[dict[str, Any]] = []

@@ -1,0 +1,217 @@
+"""Overload: three times the sustainable load for a minute, then back to normal.
+
+1. sustainable throughput S: closed loop at `--clients` for `--measure` seconds;
+2. burst: open loop, requests arriving at `--factor` x S per second for `--burst` seconds,
+   whatever the server does (clients that do not slow down, as real traffic does not);
+3. recovery: closed loop again, throughput per second until it is back to 90% of S.
+
+Recorded: accepted (200) and refused (503) counts, every other outcome, latency percentiles of
+accepted requests and of refusals, the server's peak memory, and the recovery time.
+
+    python -m bench.overload --json bench/results/overload.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.images import small_jpeg
+from bench.loadgen import percentile, run_load
+from bench.procs import ManagedProcess, app_process
+
+
+@dataclass
+class BurstResult:
+    offered_rps: float
+    duration_s: float
+    sent: int = 0
+    accepted: int = 0
+    refused: int = 0
+    other: dict[str, int] = field(default_factory=dict)
+    accepted_p50_ms: float = 0.0
+    accepted_p95_ms: float = 0.0
+    accepted_p99_ms: float = 0.0
+    # The server's own view (timing_ms.total): from the request reaching the handler to the
+    # answer. The client's figures add whatever waited in the client and in the TCP backlog.
+    accepted_server_p95_ms: float = 0.0
+    refused_p95_ms: float = 0.0
+    rss_before_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+
+
+async def open_loop(
+    url: str, body: bytes, rate: float, duration_s: float, server: ManagedProcess
+) -> BurstResult:
+    """Requests at a fixed arrival rate, each on its own task; outcomes and latencies kept."""
+    result = BurstResult(offered_rps=round(rate, 2), duration_s=duration_s)
+    accepted: list[float] = []
+    server_side: list[float] = []
+    refused: list[float] = []
+    other: Counter[str] = Counter()
+    result.rss_before_mb = round(server.rss_bytes() / 2**20, 1)
+    peak = result.rss_before_mb
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def one() -> None:
+            started = time.perf_counter()
+            try:
+                response = await client.post(
+                    url, content=body, headers={"content-type": "image/jpeg"}
+                )
+                outcome = response.status_code
+            except httpx.HTTPError as exc:
+                other[type(exc).__name__] += 1
+                return
+            elapsed = time.perf_counter() - started
+            if outcome == 200:
+                accepted.append(elapsed)
+                server_side.append(float(response.json()["timing_ms"]["total"]))
+            elif outcome == 503:
+                refused.append(elapsed)
+            else:
+                other[f"http_{outcome}"] += 1
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        interval = 1.0 / rate
+        next_at = start
+        while next_at < start + duration_s:
+            now = time.perf_counter()
+            if now < next_at:
+                await asyncio.sleep(next_at - now)
+            tasks.append(asyncio.create_task(one()))
+            next_at += interval
+            if len(tasks) % 20 == 0:
+                peak = max(peak, server.rss_bytes() / 2**20)
+        await asyncio.gather(*tasks)
+    peak = max(peak, server.rss_bytes() / 2**20)
+    ok = sorted(x * 1000 for x in accepted)
+    no = sorted(x * 1000 for x in refused)
+    result.sent = len(tasks)
+    result.accepted = len(ok)
+    result.refused = len(no)
+    result.other = dict(other)
+    result.accepted_p50_ms = round(percentile(ok, 50), 1)
+    result.accepted_p95_ms = round(percentile(ok, 95), 1)
+    result.accepted_p99_ms = round(percentile(ok, 99), 1)
+    result.accepted_server_p95_ms = round(percentile(sorted(server_side), 95), 1)
+    result.refused_p95_ms = round(percentile(no, 95), 1)
+    result.rss_peak_mb = round(peak, 1)
+    return result
+
+
+async def recovery_time(
+    url: str, body: bytes, clients: int, target_rps: float, limit_s: float
+) -> tuple[float | None, list[int]]:
+    """Seconds until a one-second window reaches `target_rps` successes again."""
+    per_second: Counter[int] = Counter()
+    start = time.perf_counter()
+    stop_at = start + limit_s
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def worker() -> None:
+            while time.perf_counter() < stop_at:
+                try:
+                    response = await client.post(
+                        url, content=body, headers={"content-type": "image/jpeg"}
+                    )
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    per_second[int(time.perf_counter() - start)] += 1
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    series = [per_second[s] for s in range(int(limit_s))]
+    for second, count in enumerate(series):
+        if count >= target_rps:
+            return float(second + 1), series
+    return None, series
+
+
+def run(
+    *,
+    model: str = "resnet50",
+    clients: int = 16,
+    measure_s: float = 15.0,
+    factor: float = 3.0,
+    burst_s: float = 60.0,
+    recovery_limit_s: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    settings = {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
+                "SERVING_LOG_LEVEL": "warning", **(env or {})}  # fmt: skip
+    body = small_jpeg()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        app_process(settings, log_path=Path(tmp) / "log") as server,
+    ):
+        server.wait_ready(timeout_s=600)
+        url = f"{server.base_url}/predict"
+        steady = asyncio.run(
+            run_load(
+                url,
+                body,
+                content_type="image/jpeg",
+                concurrency=clients,
+                duration_s=measure_s,
+                warmup_s=3.0,
+            )
+        )
+        sustainable = steady.throughput_rps
+        burst = asyncio.run(open_loop(url, body, factor * sustainable, burst_s, server))
+        recovered_after, series = asyncio.run(
+            recovery_time(url, body, clients, 0.9 * sustainable, recovery_limit_s)
+        )
+        alive = server.proc is not None and server.proc.poll() is None
+        exit_code = server.terminate()
+    return {
+        "model": model,
+        "settings": settings,
+        "sustainable": asdict(steady),
+        "burst": asdict(burst),
+        "recovery_s": recovered_after,
+        "recovery_rps_per_second": series,
+        "server_alive_after_burst": alive,
+        "server_exit_code": exit_code,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--measure", type=float, default=15.0)
+    parser.add_argument("--factor", type=float, default=3.0)
+    parser.add_argument("--burst", type=float, default=60.0)
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the server, repeatable"
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
+    report = run(model=args.model, clients=args.clients, measure_s=args.measure,
+                 factor=args.factor, burst_s=args.burst, env=env)  # fmt: skip
+    report["command"] = "python -m bench.overload " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    burst = report["burst"]
+    return 0 if report["server_alive_after_burst"] and not burst["other"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

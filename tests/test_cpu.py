@@ -1,0 +1,40 @@
+"""CPU accounting: cgroup quotas cap the thread pool; one CPU is left for HTTP and decoding."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app.cpu import available_cpus, default_torch_threads
+
+
+def affinity() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def test_cgroup_v2_quota_caps_the_count(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+    assert available_cpus(tmp_path) == min(affinity(), 2)
+
+
+def test_cgroup_v2_without_limit_uses_affinity(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == affinity()
+
+
+def test_cgroup_v1_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1
+
+
+def test_no_cgroup_files(tmp_path: Path) -> None:
+    assert available_cpus(tmp_path) == affinity()
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (4, 3), (16, 15)])
+def test_torch_gets_all_cpus_but_one(cpus: int, threads: int) -> None:
+    assert default_torch_threads(cpus) == threads
