@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         le=256,
         description=(
             "torch intra-op threads; 0 = one less than the CPUs this process may use "
-            "(cgroup-aware; at least 1), leaving a CPU for HTTP and decoding."
+            "(cgroup-aware; at least 1), leaving a CPU for HTTP and decoding; 1 on a GPU."
         ),
     )
 

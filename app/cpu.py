@@ -36,11 +36,14 @@ def _cgroup_v1_quota(root: Path) -> float | None:
     return quota / period
 
 
-def default_torch_threads(cpus: int | None = None) -> int:
+def default_torch_threads(cpus: int | None = None, *, device_type: str = "cpu") -> int:
     """torch's intra-op threads when SERVING_NUM_THREADS=0: every usable CPU but one. The one
     left over runs the event loop, HTTP parsing and image decoding; with all CPUs given to
     torch's spinning thread pool, a loaded server answered even its cheapest refusals seconds
-    late (measured: docs/PERFORMANCE.md, "Threads")."""
+    late (measured: docs/PERFORMANCE.md, "Threads"). On a GPU the model needs no CPU threads
+    and every extra thread fights the event loop for the GIL: one."""
+    if device_type == "cuda":
+        return 1
     count = available_cpus() if cpus is None else cpus
     return max(1, count - 1)
 

@@ -66,3 +66,6 @@ def configure_logging(level: LogLevel, fmt: LogFormat) -> None:
         logger.propagate = True
     # Our middleware writes one line per request; uvicorn's access log would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+    # Python warnings (Pillow's decompression-bomb notice, library deprecations) would go to
+    # stderr as raw text and break a JSON log stream: send them through logging instead.
+    logging.captureWarnings(True)

@@ -24,7 +24,7 @@ from app.errors import NotReadyError
 from app.imaging import decode_image
 from app.metrics import Metrics
 from app.preprocess import Preprocessor
-from app.runtime import ModelRuntime
+from app.runtime import ModelRuntime, select_device
 from app.url_fetch import AddressPolicy, UrlFetcher
 from app.weights import WeightsSource, load_model, resolve_weights
 
@@ -84,7 +84,9 @@ class PredictionService:
         self._preprocessor: Preprocessor | None = None
         self._batcher: Batcher | None = None
         self._labels: list[str] = []
-        self.num_threads = settings.num_threads or default_torch_threads()
+        self.num_threads = settings.num_threads or default_torch_threads(
+            device_type="cuda" if select_device(settings.device).type == "cuda" else "cpu"
+        )
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"

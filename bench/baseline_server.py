@@ -25,10 +25,10 @@ async def read_body(request: Request) -> bytes:
     return await request.body()
 
 
-def build_app(model_name: str) -> FastAPI:
+def build_app(model_name: str, device: str = "cpu") -> FastAPI:
     weights = models.get_model_weights(model_name).DEFAULT
     torch.manual_seed(0)
-    model = models.get_model(model_name, weights=None).eval()  # random weights: same FLOPs
+    model = models.get_model(model_name, weights=None).eval().to(device)  # random: same FLOPs
     transform = weights.transforms()
     labels = weights.meta["categories"]
     app = FastAPI()
@@ -41,7 +41,8 @@ def build_app(model_name: str) -> FastAPI:
     def predict(body: Annotated[bytes, Depends(read_body)]) -> dict[str, object]:
         image = Image.open(io.BytesIO(body)).convert("RGB")
         with torch.inference_mode():
-            probs = torch.softmax(model(transform(image).unsqueeze(0)), dim=1)[0]
+            batch = transform(image).unsqueeze(0).to(device)
+            probs = torch.softmax(model(batch), dim=1)[0].cpu()
         scores, indices = torch.topk(probs, 5)
         return {
             "predictions": [
@@ -57,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
-    uvicorn.run(build_app(args.model), host="127.0.0.1", port=args.port, log_level="warning")
+    app = build_app(args.model, args.device)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 

@@ -43,7 +43,7 @@ RESULTS = ROOT / "bench" / "results"
 class ServerConfig:
     name: str
     kind: str  # "baseline" or "serving"
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # for the baseline: {"device": ...}
     backend: str | None = None  # the in-process ceiling this configuration is judged against
 
 
@@ -74,8 +74,15 @@ def server_configs(model: str, *, with_compile: bool, with_cuda: bool) -> list[S
     base = {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
             "SERVING_LOG_LEVEL": "warning", "SERVING_DEVICE": "cpu"}  # fmt: skip
     all_cpus = str(available_cpus())
+    baseline = (
+        ServerConfig(
+            "baseline (plain FastAPI, fp32, per request, cuda)", "baseline", {"device": "cuda"}
+        )
+        if with_cuda
+        else ServerConfig("baseline (plain FastAPI, fp32, per request)", "baseline")
+    )
     configs = [
-        ServerConfig("baseline (plain FastAPI, fp32, per request)", "baseline"),
+        baseline,
         ServerConfig("serving fp32", "serving", {**base, "SERVING_PRECISION": "fp32"}, "fp32"),
     ]
     if cpu_has_native_bf16():
@@ -124,7 +131,7 @@ def start_server(config: ServerConfig, model: str, log_dir: Path) -> ManagedProc
     if config.kind == "baseline":
         port = free_port()
         command = [sys.executable, "-m", "bench.baseline_server", "--port", str(port),
-                   "--model", model]  # fmt: skip
+                   "--model", model, "--device", config.env.get("device", "cpu")]  # fmt: skip
         return ManagedProcess(command, env={}, log_path=log_path, port=port).start()
     return app_process(config.env, log_path=log_path).start()
 

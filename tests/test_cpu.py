@@ -38,3 +38,7 @@ def test_no_cgroup_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (4, 3), (16, 15)])
 def test_torch_gets_all_cpus_but_one(cpus: int, threads: int) -> None:
     assert default_torch_threads(cpus) == threads
+
+
+def test_on_a_gpu_torch_gets_one_cpu_thread() -> None:
+    assert default_torch_threads(16, device_type="cuda") == 1

@@ -123,3 +123,40 @@ def test_service_reports_the_path_it_runs() -> None:
             "/predict", files={"file": ("g.jpg", PHOTOS["grace_hopper"].read_bytes())}
         )
         assert response.status_code == 200
+
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here: runs on a GPU machine"
+)
+
+
+@needs_cuda
+def test_cuda_paths_agree_with_cpu_fp32(record_property: Callable[[str, object], None]) -> None:
+    x = photos_batch("resnet50")
+    reference = runtime("resnet50", precision=Precision.FP32).logits(x)
+    for precision in (Precision.FP32, Precision.BF16):
+        gpu = runtime("resnet50", device=DeviceChoice.CUDA, precision=precision)
+        assert gpu.info.device == "cuda"
+        logits = gpu.logits(x).cpu()
+        diff = (logits - reference).abs().max().item()
+        record_property(f"max_logit_difference_cuda_{precision}", diff)
+        print(f"cuda {precision} ({gpu.info.device_name}): max logit difference {diff:.4f}")
+        for row in range(x.shape[0]):
+            top_ref = reference[row].topk(5).indices.tolist()
+            top_gpu = logits[row].topk(5).indices.tolist()
+            assert top_ref[0] == top_gpu[0]
+            assert len(set(top_ref) & set(top_gpu)) >= 4
+
+
+@needs_cuda
+def test_service_on_cuda_end_to_end() -> None:
+    settings = make_settings(device="cuda", precision="auto", model_name="resnet50")
+    with TestClient(create_app(settings, on_fatal=lambda exc: None)) as client:
+        wait_ready(client)
+        info = client.get("/model").json()
+        assert info["device"] == "cuda"
+        assert info["dtype"] == "bfloat16"  # auto picks bf16 on a bf16-capable GPU
+        photo_file = {"file": ("g.jpg", PHOTOS["grace_hopper"].read_bytes())}
+        response = client.post("/predict", files=photo_file)
+        assert response.status_code == 200
+        assert 'device="cuda"' in client.get("/metrics").text

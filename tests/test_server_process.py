@@ -240,3 +240,25 @@ def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
     ) as server:
         server.wait_ready()
         assert server.terminate(timeout_s=30) == 0
+
+
+def test_python_warnings_become_json_log_lines(tmp_path: Path) -> None:
+    """A decompression-bomb header makes Pillow warn; the log stream must stay JSON."""
+    from helpers.hostile import png_zero_bomb
+
+    env = {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random",
+           "SERVING_LOG_FORMAT": "json"}  # fmt: skip
+    with app_process(env, log_path=tmp_path / "log") as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            bomb = png_zero_bomb(12_000, 12_000)  # over Pillow's warning threshold
+            assert (
+                client.post(
+                    "/predict", content=bomb, headers={"content-type": "image/png"}
+                ).status_code
+                == 413
+            )
+        server.terminate()
+    lines = [line for line in server.log_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line parses
+    assert any(r.get("logger") == "py.warnings" for r in records)
