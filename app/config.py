@@ -79,8 +79,17 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description=(
-            "torch intra-op threads; 0 = one less than the CPUs this process may use "
-            "(cgroup-aware; at least 1), leaving a CPU for HTTP and decoding; 1 on a GPU."
+            "torch intra-op threads; 0 = the CPUs this process may use (cgroup-aware); 1 on "
+            "a GPU."
+        ),
+    )
+    model_thread_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "How much lower the model's threads run than the event loop and decoders (Linux "
+            "nice): a busy model then never starves HTTP. 0 = same priority."
         ),
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 
@@ -37,15 +38,30 @@ def _cgroup_v1_quota(root: Path) -> float | None:
 
 
 def default_torch_threads(cpus: int | None = None, *, device_type: str = "cpu") -> int:
-    """torch's intra-op threads when SERVING_NUM_THREADS=0: every usable CPU but one. The one
-    left over runs the event loop, HTTP parsing and image decoding; with all CPUs given to
-    torch's spinning thread pool, a loaded server answered even its cheapest refusals seconds
-    late (measured: docs/PERFORMANCE.md, "Threads"). On a GPU the model needs no CPU threads
-    and every extra thread fights the event loop for the GIL: one."""
+    """torch's intra-op threads when SERVING_NUM_THREADS=0: every usable CPU (one fewer halves
+    the model's throughput on small machines: docs/PERFORMANCE.md, "Threads"); the event loop
+    and decoding keep their share through the model thread's lower priority instead
+    (`lower_thread_priority`). On a GPU the model needs no CPU threads, and every extra thread
+    fights the event loop for the GIL: one."""
     if device_type == "cuda":
         return 1
-    count = available_cpus() if cpus is None else cpus
-    return max(1, count - 1)
+    return available_cpus() if cpus is None else cpus
+
+
+def lower_thread_priority(niceness: int) -> bool:
+    """Raise the calling thread's nice value (Linux: per thread). Threads it creates afterwards,
+    torch's OpenMP pool included, inherit it. A busy model then yields the CPU to the event loop
+    and the decoders whenever they have work, and uses all of it otherwise. Raising niceness
+    needs no privilege; returns False where the platform refuses."""
+    if niceness <= 0:
+        return True
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + niceness))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -19,7 +19,7 @@ import torch
 
 from app.batcher import Batcher
 from app.config import Settings
-from app.cpu import default_torch_threads
+from app.cpu import default_torch_threads, lower_thread_priority
 from app.errors import NotReadyError
 from app.imaging import decode_image
 from app.metrics import Metrics
@@ -125,8 +125,11 @@ class PredictionService:
         self.metrics.model_ready.set(1 if state is State.READY else 0)
 
     def _build_runtime(self) -> ModelRuntime:
-        # Runs on the model thread, so torch's thread settings are made where inference runs.
+        # Runs on the model thread, so torch's thread settings are made where inference runs,
+        # and the priority set here is inherited by the OpenMP pool torch creates from it.
         assert self.source is not None
+        if not lower_thread_priority(self.settings.model_thread_niceness):
+            log.info("could not lower the model thread's priority on this platform")
         loaded = load_model(self.source, seed=self.settings.random_seed)
         return ModelRuntime(
             loaded,

@@ -89,13 +89,23 @@ def server_configs(model: str, *, with_compile: bool, with_cuda: bool) -> list[S
         configs.append(
             ServerConfig("serving bf16", "serving", {**base, "SERVING_PRECISION": "bf16"}, "bf16")
         )
-        if all_cpus != str(default_torch_threads()):
-            # The thread default under test: every CPU to torch instead of all but one.
+        # The thread defaults under test: the model at the same priority as HTTP, and one
+        # CPU fewer for the model (docs/PERFORMANCE.md, "Threads").
+        configs.append(
+            ServerConfig(
+                "serving bf16, model at HTTP's priority",
+                "serving",
+                {**base, "SERVING_PRECISION": "bf16", "SERVING_MODEL_THREAD_NICENESS": "0"},
+                "bf16",
+            )
+        )
+        if int(all_cpus) > 1:
+            fewer = str(int(all_cpus) - 1)
             configs.append(
                 ServerConfig(
-                    f"serving bf16, {all_cpus} torch threads",
+                    f"serving bf16, {fewer} torch thread(s)",
                     "serving",
-                    {**base, "SERVING_PRECISION": "bf16", "SERVING_NUM_THREADS": all_cpus},
+                    {**base, "SERVING_PRECISION": "bf16", "SERVING_NUM_THREADS": fewer},
                     "bf16",
                 )
             )
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = [c for c in configs if c.kind == "baseline" or any(w in c.name for w in words)]
     backends = sorted({c.backend for c in configs if c.backend})
     ceiling_rows: list[dict[str, Any]] = []
-    thread_counts = sorted({available_cpus(), default_torch_threads()})
+    thread_counts = sorted({available_cpus(), max(1, available_cpus() - 1)})
     for name in backends:
         for threads in thread_counts if not name.startswith("cuda") else [default_torch_threads()]:
             for result in ceiling.measure(

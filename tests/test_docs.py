@@ -60,3 +60,14 @@ def test_every_route_is_in_the_api_doc(client: TestClient) -> None:
     for path, methods in client.get("/openapi.json").json()["paths"].items():
         for method in methods:
             assert f"`{method.upper()} {path}`" in text, f"{method.upper()} {path} undocumented"
+
+
+def test_troubleshooting_explains_refusals_drain_and_auth() -> None:
+    text = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
+    behaviours = text.split("<!-- other-sections:start -->", 1)[1]
+    for needle in (
+        "`overloaded`", "`deadline_exceeded`", "`draining`", "`unauthorized`",
+        "SERVING_MAX_QUEUE_SIZE", "SERVING_GRACEFUL_TIMEOUT_S", "SERVING_API_KEYS",
+        "Retry-After", "X-Request-Timeout",
+    ):  # fmt: skip
+        assert needle in behaviours, needle
