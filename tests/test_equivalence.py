@@ -120,3 +120,32 @@ def test_real_weights_match_torchvision_reference(real_client: TestClient, photo
     assert_same(
         served_top5(real_client, PHOTOS[photo]), reference_top5(reference, REAL, PHOTOS[photo])
     )
+
+
+@pytest.mark.slow
+@pytest.mark.real_weights
+def test_real_weights_bf16_fast_path_keeps_the_answers(
+    real_client: TestClient, record_property: Any
+) -> None:
+    """The accuracy guard of the bf16 path with trained weights: fp32's top-1 kept and at least
+    4 of its top 5, on every golden photograph; the largest logit difference is reported."""
+    from app.preprocess import Preprocessor
+    from app.runtime import ModelRuntime
+    from app.runtime_options import Precision
+    from app.weights import WeightsSource, WeightsSourceKind, load_model
+
+    source = WeightsSource("resnet50", WeightsSourceKind.CACHE, REAL, REAL_FILE)
+    pre = Preprocessor.from_transforms(REAL.transforms())
+    batch = []
+    for name in sorted(GOLDEN):
+        with Image.open(PHOTOS[name]) as img:
+            batch.append(pre(img.convert("RGB")))
+    x = torch.stack(batch)
+    fp32 = ModelRuntime(load_model(source), num_threads=2, precision=Precision.FP32).logits(x)
+    bf16 = ModelRuntime(load_model(source), num_threads=2, precision=Precision.BF16).logits(x)
+    record_property("max_logit_difference_real_bf16", (fp32 - bf16).abs().max().item())
+    for row in range(x.shape[0]):
+        top_fp32 = fp32[row].topk(5).indices.tolist()
+        top_bf16 = bf16[row].topk(5).indices.tolist()
+        assert top_fp32[0] == top_bf16[0]
+        assert len(set(top_fp32) & set(top_bf16)) >= 4

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,25 @@ def test_python_warnings_become_json_log_lines(tmp_path: Path) -> None:
     lines = [line for line in server.log_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line parses
     assert any(r.get("logger") == "py.warnings" for r in records)
+
+
+def test_chunked_upload_over_the_limit_is_cut_off_while_streaming(tmp_path: Path) -> None:
+    """No Content-Length to check up front: the cap must hold while the body streams in."""
+    env = {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random",
+           "SERVING_MAX_UPLOAD_BYTES": str(256 * 1024)}  # fmt: skip
+    def body() -> Iterator[bytes]:
+        for _ in range(400):  # 25 MB, far over the limit
+            yield b"\xff" * (64 * 1024)
+
+    with app_process(env, log_path=tmp_path / "log") as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            try:
+                response = client.post(
+                    "/predict", content=body(), headers={"content-type": "image/jpeg"}
+                )
+            except httpx.TransportError:
+                pytest.fail("the server dropped the connection instead of answering 413")
+            assert response.status_code == 413
+            assert response.json()["error"]["code"] == "payload_too_large"
+            assert client.get("/ready").status_code == 200
