@@ -8,7 +8,7 @@ README's settings table and of the Helm chart's ConfigMap (a test keeps the thre
 from __future__ import annotations
 
 import ipaddress
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -79,8 +79,7 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description=(
-            "torch intra-op threads; 0 = the CPUs this process may use (cgroup-aware); 1 on "
-            "a GPU."
+            "torch intra-op threads; 0 = the CPUs this process may use (cgroup-aware); 1 on a GPU."
         ),
     )
     model_thread_niceness: int = Field(
@@ -285,3 +284,19 @@ def describe_validation_error(error: ValidationError) -> str:
         shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""
         parts.append(f"{env}{shown}: {item['msg']}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+def env_default(field_name: str) -> str:
+    """A setting's default as its environment variable would spell it (enums by value,
+    booleans as true/false, lists comma-separated): for the README table, .env.example and the
+    chart's ConfigMap test."""
+    field = Settings.model_fields[field_name]
+    factory = field.default_factory
+    value: object = factory() if factory is not None else field.default  # type: ignore[call-arg]
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "" if value is None else str(value)

@@ -11,33 +11,13 @@ tests/test_docs.py fails when either differs from what this prints.
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 
-from pydantic_core import PydanticUndefined
-
-from app.config import ENV_PREFIX, Settings
+from app.config import ENV_PREFIX, Settings, env_default
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "<!-- settings-table:start (generated: python scripts/settings_table.py markdown) -->\n"
 END = "<!-- settings-table:end -->"
-
-
-def _default(name: str) -> str:
-    field = Settings.model_fields[name]
-    if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
-    elif field.default is PydanticUndefined:
-        return ""
-    else:
-        value = field.default
-    if isinstance(value, Enum):
-        return str(value.value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 def env_names() -> list[str]:
@@ -47,7 +27,7 @@ def env_names() -> list[str]:
 def markdown() -> str:
     lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        default = _default(name)
+        default = env_default(name)
         shown = f"`{default}`" if default else "(empty)"
         lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(lines) + "\n"
@@ -60,7 +40,7 @@ def env_example() -> str:
     ]
     for name, field in Settings.model_fields.items():
         lines.append(f"# {field.description}")
-        lines.append(f"{ENV_PREFIX}{name.upper()}={_default(name)}")
+        lines.append(f"{ENV_PREFIX}{name.upper()}={env_default(name)}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -131,6 +132,33 @@ def _deadline(settings: Settings, header: str | None) -> float:
     return time.monotonic() + timeout
 
 
+@dataclass(frozen=True)
+class _Call:
+    """What every prediction route starts from, once the request has been admitted."""
+
+    started: float
+    service: PredictionService
+    settings: Settings
+    top_k: int
+    deadline: float
+
+
+def _admitted(request: Request, top_k: int | None, timeout_header: str | None) -> _Call:
+    """The deadline, then admission control, before the body is read: a request that cannot
+    be served in time costs nothing but this."""
+    service = _service(request)
+    settings = _settings(request)
+    deadline = _deadline(settings, timeout_header)
+    service.admit(deadline)
+    return _Call(
+        started=_request_started(request),
+        service=service,
+        settings=settings,
+        top_k=top_k or settings.top_k,
+        deadline=deadline,
+    )
+
+
 def _service(request: Request) -> PredictionService:
     service: PredictionService = request.app.state.service
     return service
@@ -246,12 +274,8 @@ def _request_id(request: Request) -> str:
 async def predict(
     request: Request, top_k: TopK = None, timeout: RequestTimeout = None
 ) -> PredictResponse:
-    started = _request_started(request)
-    service = _service(request)
-    settings = _settings(request)
-    k = top_k or settings.top_k
-    deadline = _deadline(settings, timeout)
-    service.admit(deadline)
+    call = _admitted(request, top_k, timeout)
+    service, settings, k, deadline = call.service, call.settings, call.top_k, call.deadline
     media = _media_type(request.headers.get("content-type"))
 
     if media == _MULTIPART:
@@ -284,7 +308,7 @@ async def predict(
         weights=weights,
         predictions=_scores(prediction),
         image=_image(prediction),
-        timing_ms=_timing(prediction, started),
+        timing_ms=_timing(prediction, call.started),
     )
 
 
@@ -304,12 +328,8 @@ async def predict(
 async def predict_batch(
     request: Request, top_k: TopK = None, timeout: RequestTimeout = None
 ) -> BatchResponse:
-    started = _request_started(request)
-    service = _service(request)
-    settings = _settings(request)
-    k = top_k or settings.top_k
-    deadline = _deadline(settings, timeout)
-    service.admit(deadline)
+    call = _admitted(request, top_k, timeout)
+    service, settings, k, deadline = call.service, call.settings, call.top_k, call.deadline
     media = _media_type(request.headers.get("content-type"))
     if media != _MULTIPART:
         raise UnsupportedMediaTypeError(
@@ -336,7 +356,7 @@ async def predict_batch(
             filename=upload.filename,
             predictions=_scores(prediction),
             image=_image(prediction),
-            timing_ms=_timing(prediction, started),
+            timing_ms=_timing(prediction, call.started),
         )
 
     results = await asyncio.gather(*(one(i, u) for i, u in enumerate(uploads)))

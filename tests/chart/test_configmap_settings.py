@@ -7,15 +7,12 @@ When someone adds a setting to the app, these tests fail until the chart's value
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from pydantic_core import PydanticUndefined
 
-from app.config import ENV_PREFIX, Settings
+from app.config import ENV_PREFIX, Settings, env_default
 from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, Render, only
 
 # Settings that come from a Secret, never from the ConfigMap (values `apiKeys`).
@@ -30,22 +27,6 @@ CHART_OVERRIDES = {
 
 def setting_envs() -> set[str]:
     return {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
-
-
-def app_default(name: str) -> str:
-    field = Settings.model_fields[name]
-    if field.default_factory is not None:
-        value: Any = field.default_factory()  # type: ignore[call-arg]
-    else:
-        assert field.default is not PydanticUndefined, name
-        value = field.default
-    if isinstance(value, Enum):
-        return str(value.value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 def configmap_data(render: Render, values: tuple[Path, ...]) -> dict[str, str]:
@@ -80,7 +61,7 @@ def test_chart_defaults_equal_the_apps_except_the_documented_ones(render: Render
         env = f"{ENV_PREFIX}{name.upper()}"
         if env in SECRET_SETTINGS:
             continue
-        expected = CHART_OVERRIDES.get(env, app_default(name))
+        expected = CHART_OVERRIDES.get(env, env_default(name))
         assert data[env] == expected, env
 
 
