@@ -269,6 +269,7 @@ def test_chunked_upload_over_the_limit_is_cut_off_while_streaming(tmp_path: Path
     """No Content-Length to check up front: the cap must hold while the body streams in."""
     env = {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random",
            "SERVING_MAX_UPLOAD_BYTES": str(256 * 1024)}  # fmt: skip
+
     def body() -> Iterator[bytes]:
         for _ in range(400):  # 25 MB, far over the limit
             yield b"\xff" * (64 * 1024)
