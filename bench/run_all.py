@@ -202,13 +202,15 @@ def evaluate(
     base10 = _at(e2e, baseline, 10)
     base1 = _at(e2e, baseline, 1)
     ceiling_rows = [r for r in ceilings if r["backend"] == best.backend]
-    best_ceiling = max((r["images_per_s"] for r in ceiling_rows), default=0.0)
-    # The model's own batch-1 latency, with the thread count the server runs.
-    batch1 = next(
-        (r for r in ceiling_rows
-         if r["batch_size"] == 1 and r["threads"] == default_torch_threads()),
-        None,
-    )  # fmt: skip
+    # "The fastest backend we ship": the best in-process figure of any backend on this device,
+    # whichever configuration served best end to end.
+    on_gpu = (best.backend or "").startswith("cuda")
+    same_device = [r for r in ceilings if r["backend"].startswith("cuda") == on_gpu]
+    best_ceiling = max((r["images_per_s"] for r in same_device), default=0.0)
+    # The model's own batch-1 latency, with the thread count the server runs by default (every
+    # CPU: the most threads measured).
+    batch1_rows = [r for r in ceiling_rows if r["batch_size"] == 1]
+    batch1 = max(batch1_rows, key=lambda r: r["threads"]) if batch1_rows else None
     at1 = _at(e2e, best.name, 1)
     our_names = {c.name for c in ours}
     failures = {
@@ -281,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ceiling_rows: list[dict[str, Any]] = []
     thread_counts = sorted({available_cpus(), max(1, available_cpus() - 1)})
     for name in backends:
-        for threads in thread_counts if not name.startswith("cuda") else [default_torch_threads()]:
+        on_gpu = name.startswith("cuda")
+        for threads in [default_torch_threads(device_type="cuda")] if on_gpu else thread_counts:
             for result in ceiling.measure(
                 args.model,
                 ceiling.BACKENDS[name],

@@ -138,3 +138,11 @@ def test_locustfile_runs_headless(server: ManagedProcess, tmp_path: Path) -> Non
     total = rows["Aggregated"]
     assert int(total["Request Count"]) > 0
     assert int(total["Failure Count"]) == 0
+
+
+def test_performance_doc_tables_are_the_recorded_results() -> None:
+    from bench.report import DOC, rewrite
+
+    text = DOC.read_text()
+    assert rewrite(text) == text, "docs/PERFORMANCE.md is stale: python -m bench.report --write"
+    assert "(not measured yet)" not in text, "a results file in bench/results/ is missing"
