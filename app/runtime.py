@@ -71,6 +71,13 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
+def wants_gpu(choice: DeviceChoice) -> bool:
+    """Whether this choice means a CUDA device (without failing when there is none)."""
+    return choice is DeviceChoice.CUDA or (
+        choice is DeviceChoice.AUTO and torch.cuda.is_available()
+    )
+
+
 def select_device(choice: DeviceChoice) -> torch.device:
     if choice is DeviceChoice.CUDA:
         if not torch.cuda.is_available():

@@ -24,7 +24,7 @@ from app.errors import NotReadyError
 from app.imaging import decode_image
 from app.metrics import Metrics
 from app.preprocess import Preprocessor
-from app.runtime import ModelRuntime, select_device
+from app.runtime import ModelRuntime, wants_gpu
 from app.url_fetch import AddressPolicy, UrlFetcher
 from app.weights import WeightsSource, load_model, resolve_weights
 
@@ -85,7 +85,7 @@ class PredictionService:
         self._batcher: Batcher | None = None
         self._labels: list[str] = []
         self.num_threads = settings.num_threads or default_torch_threads(
-            device_type="cuda" if select_device(settings.device).type == "cuda" else "cpu"
+            device_type="cuda" if wants_gpu(settings.device) else "cpu"
         )
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._decode_pool = ThreadPoolExecutor(

@@ -286,3 +286,17 @@ def test_chunked_upload_over_the_limit_is_cut_off_while_streaming(tmp_path: Path
             assert response.status_code == 413
             assert response.json()["error"]["code"] == "payload_too_large"
             assert client.get("/ready").status_code == 200
+
+
+def test_cuda_requested_without_a_gpu_stops_with_a_clear_line(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    env = {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random",
+           "SERVING_DEVICE": "cuda"}  # fmt: skip
+    with app_process(env, log_path=tmp_path / "log") as server:
+        assert server.proc is not None
+        code = server.proc.wait(60)
+    assert code == 1
+    assert "SERVING_DEVICE=cuda but torch sees no CUDA device" in server.log_text()
