@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -55,10 +55,8 @@ class _Stats:
     batch_seconds: float | None = None
     alpha: float = 0.2
     busy_since: float | None = None
-    batches: int = field(default=0)
 
     def record(self, seconds: float) -> None:
-        self.batches += 1
         if self.batch_seconds is None:
             self.batch_seconds = seconds
         else:
