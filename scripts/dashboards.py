@@ -139,6 +139,20 @@ def timeseries_panel(title: str, description: str, unit: str, *targets: Any) -> 
     return panel
 
 
+def absolute_thresholds(*steps: tuple[float, str]) -> dashboard.ThresholdsConfig:
+    """Green below the first step, then each step's colour from its value up."""
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps(
+            [
+                model.Threshold(value=None, color="green"),
+                *(model.Threshold(value=value, color=color) for value, color in steps),
+            ]
+        )
+    )
+
+
 def stat_panel(title: str, description: str, unit: str, expr: str) -> stat.Panel:
     return (
         stat.Panel()
@@ -211,17 +225,7 @@ def overview() -> dict[str, Any]:
             "percentunit",
             f'(sum(rate(request_count_total{{{API}, status=~"5.."}}{RATE})) or vector(0))'
             f" / sum(rate(request_count_total{{{API}}}{RATE}))",
-        ).thresholds(
-            dashboard.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [
-                    model.Threshold(value=None, color="green"),
-                    model.Threshold(value=0.005, color="orange"),
-                    model.Threshold(value=0.05, color="red"),
-                ]
-            )
-        ),
+        ).thresholds(absolute_thresholds((0.005, "orange"), (0.05, "red"))),
         w=5,
         h=4,
     )
@@ -232,16 +236,7 @@ def overview() -> dict[str, Any]:
             "s",
             "histogram_quantile(0.95, sum by (le) (rate(request_duration_seconds_bucket"
             f'{{{APP}, route="/predict"}}{RATE})))',
-        ).thresholds(
-            dashboard.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps(
-                [
-                    model.Threshold(value=None, color="green"),
-                    model.Threshold(value=0.1, color="red"),
-                ]
-            )
-        ),
+        ).thresholds(absolute_thresholds((0.1, "red"))),
         w=5,
         h=4,
     )
