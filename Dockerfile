@@ -1,18 +1,26 @@
-# syntax=docker/dockerfile:1
-#
 # resnet-serving image: CPU torch, the model's weights baked in, non-root, read-only friendly.
 #
 #   docker build -t resnet-serving:local .
 #   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp resnet-serving:local
 #
-# Stages: builder (dependencies into /opt/venv) -> weights (downloads the configured model's
-# weights into /opt/torch at build time, hash-checked) -> runtime (slim: venv + app + weights).
+# No `# syntax=` line: BuildKit's built-in Dockerfile frontend builds this file as it is, so a
+# build needs no frontend image from a registry (offline builds, scripts/cluster.sh).
+#
+# Stages: builder (dependencies into /opt/venv) -> weights (the configured model's weights into
+# /opt/torch, hash-checked) -> runtime (slim: venv + app + weights).
 # Build args:
-#   PYTHON_IMAGE     base of every stage, pinned by version and digest (Dependabot bumps it)
+#   PYTHON_IMAGE     base of every stage, pinned by version and digest (Dependabot bumps it);
+#                    an offline build passes a local Python 3.11 image instead
 #   TORCH_INDEX_URL  torch wheel index: the CPU-only index by default (PyPI's wheels carry CUDA,
-#                    ~4 GB more); https://download.pytorch.org/whl/cu130 gives a CUDA build
+#                    ~4 GB more); empty = PyPI only; https://download.pytorch.org/whl/cu130 = CUDA
 #   MODEL_NAME       torchvision architecture whose weights are baked in (resnet50)
-#   MODEL_WEIGHTS    torchvision weights name (DEFAULT = IMAGENET1K_V2 for resnet50)
+#   MODEL_WEIGHTS    torchvision weights name (DEFAULT = IMAGENET1K_V2 for resnet50), or
+#                    `random`: nothing baked, the image serves random weights (smoke tests)
+# Weights from a local file instead of a download: put torchvision's file (resnet50-11ad3fa6.pth)
+# in weights/ at the repository root (git-ignored); its hash is checked like a download's.
+# Build secret (never stored in a layer):
+#   ca_bundle        extra CA bundle for pip and the weights download behind a TLS-intercepting
+#                    proxy: docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt
 # Configuration at run time only through SERVING_* environment variables (README "Settings").
 
 ARG PYTHON_IMAGE=python:3.11.17-slim-trixie@sha256:45037981b62b34b44602584fccbc4d884d5f7dc92c7ee86bb38a698a79fe1e51
@@ -46,7 +54,9 @@ COPY pyproject.toml constraints.txt ./
 # tables of torch's two large libraries (.dynsym, which the dynamic loader uses, stays). A
 # resnet forward pass proves torch still works.
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    --mount=type=secret,id=ca_bundle \
+    if [ -f /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
     && pip install -c constraints.txt ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         -r requirements.txt \
@@ -58,15 +68,20 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     && python -m pip uninstall --yes --quiet pip \
     && python -c "import torch, torchvision, fastapi, uvicorn, sympy; m = torchvision.models.resnet18().eval(); print('forward', tuple(m(torch.rand(1, 3, 64, 64)).shape))"
 
-# ---- weights: the configured model's weights, downloaded once at build time ------------------
+# ---- weights: the configured model's weights, baked once at build time -----------------------
 FROM builder AS weights
 ARG MODEL_NAME=resnet50
 ARG MODEL_WEIGHTS=DEFAULT
 ENV TORCH_HOME=/opt/torch
-# torchvision downloads into $TORCH_HOME/hub/checkpoints/<file from the weights' URL> and checks
-# the file's hash (the hex suffix of its name): exactly where the app's weights resolution looks.
-RUN python -c "import sys, torchvision; w = torchvision.models.get_model_weights(sys.argv[1])[sys.argv[2]]; w.get_state_dict(progress=False, check_hash=True); print('baked', w, w.url)" \
-        "${MODEL_NAME}" "${MODEL_WEIGHTS}" \
+# app/weights_bake.py (read from the build context, not copied): torchvision's download into
+# $TORCH_HOME/hub/checkpoints/<file from the weights' URL>, hash-checked; or the same file from
+# weights/ in the context, same check; or nothing for MODEL_WEIGHTS=random. The app's weights
+# resolution looks exactly there.
+RUN --mount=type=bind,target=/context \
+    --mount=type=secret,id=ca_bundle \
+    if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi \
+    && mkdir -p /opt/torch/hub/checkpoints \
+    && PYTHONPATH=/context python -m app.weights_bake "${MODEL_NAME}" "${MODEL_WEIGHTS}" --from /context/weights \
     && ls -l /opt/torch/hub/checkpoints/
 
 # ---- runtime: slim, non-root, nothing but the venv, the app and the weights ------------------
@@ -106,7 +121,7 @@ COPY app/ /srv/app/
 # Bytecode compiled now, as root: the root filesystem is read-only at run time. Then the app's
 # own weights resolution must find the baked file in torch's cache (no download allowed).
 RUN python -m compileall -q /srv/app \
-    && python -c "import app.main, app.__main__; from app.weights import resolve_weights; s = resolve_weights('${MODEL_NAME}', '${MODEL_WEIGHTS}', allow_download=False); assert s.kind == 'cache', s; print('weights', s.weights_id, s.path)"
+    && python -c "import app.main, app.__main__; from app.weights import resolve_weights; s = resolve_weights('${MODEL_NAME}', '${MODEL_WEIGHTS}', allow_download=False); assert s.kind in ('cache', 'random'), s; print('weights', s.weights_id, s.path)"
 
 USER 10001:10001
 EXPOSE 8000

@@ -89,9 +89,14 @@ def test_weights_are_baked_where_the_app_looks(
     runtime = dockerfile.stage("runtime")
     assert weights.env()["TORCH_HOME"] == "/opt/torch"
     assert runtime.env()["TORCH_HOME"] == "/opt/torch"
-    download = " ".join(r.args for r in weights.all("RUN"))
-    assert "get_model_weights" in download
-    assert "get_state_dict(progress=False, check_hash=True)" in download
+    bake = " ".join(r.args for r in weights.all("RUN"))
+    # app/weights_bake.py does it (tests/test_weights_bake.py), read from the build context:
+    # a download, the same file from weights/ in the context, or nothing for `random`.
+    assert "--mount=type=bind,target=/context" in bake
+    assert (
+        'python -m app.weights_bake "${MODEL_NAME}" "${MODEL_WEIGHTS}" --from /context/weights'
+        in bake
+    )
     for stage in (weights, runtime):
         assert {a.args for a in stage.all("ARG")} >= {
             "MODEL_NAME=resnet50",
@@ -105,7 +110,7 @@ def test_weights_are_baked_where_the_app_looks(
     checks = " ".join(r.args for r in runtime.all("RUN"))
     assert "resolve_weights(" in checks
     assert "allow_download=False" in checks
-    assert "s.kind == 'cache'" in checks
+    assert "s.kind in ('cache', 'random')" in checks
 
     # And that file is the one torchvision downloads into $TORCH_HOME: same name, same folder.
     from torchvision import models

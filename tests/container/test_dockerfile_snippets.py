@@ -75,29 +75,13 @@ def test_build_fails_when_the_cpu_index_gave_a_cuda_torch(dockerfile: Dockerfile
     assert "torch 2.11.0" in cuda.stdout
 
 
-@pytest.mark.slow  # Python processes that import torch
-def test_weights_stage_names_the_weights_torchvision_downloads(dockerfile: Dockerfile) -> None:
-    [download] = [r.args for r in dockerfile.stage("weights").all("RUN")]
-    [program] = python_snippets(download)
-    # Run it with the download replaced by a record of what would be fetched, and where.
-    dry = program.replace(
-        "w.get_state_dict(progress=False, check_hash=True)",
-        "print('would fetch', w.url, 'into', __import__('torch').hub.get_dir())",
-    )
-    assert dry != program
-    result = run_snippet(dry, "resnet50", "DEFAULT", env={"TORCH_HOME": "/opt/torch"})
-    assert result.returncode == 0, result.stderr
-    assert "resnet50-11ad3fa6.pth into /opt/torch/hub" in result.stdout
-    assert "baked ResNet50_Weights.IMAGENET1K_V2" in result.stdout
-
-
-def runtime_weights_check(dockerfile: Dockerfile) -> str:
+def runtime_weights_check(dockerfile: Dockerfile, weights: str = "DEFAULT") -> str:
     [check] = [
         r.args for r in dockerfile.stage("runtime").all("RUN") if "resolve_weights" in r.args
     ]
     # The shell expands ${MODEL_NAME} and ${MODEL_WEIGHTS} (build args) inside the program.
     [program] = python_snippets(check)
-    return program.replace("${MODEL_NAME}", "resnet50").replace("${MODEL_WEIGHTS}", "DEFAULT")
+    return program.replace("${MODEL_NAME}", "resnet50").replace("${MODEL_WEIGHTS}", weights)
 
 
 @pytest.mark.slow  # Python processes that import torch
@@ -114,6 +98,12 @@ def test_build_fails_unless_the_app_finds_the_baked_weights(
     found = run_snippet(program, env={"TORCH_HOME": str(torch_home)})
     assert found.returncode == 0, found.stderr
     assert "weights ResNet50_Weights.IMAGENET1K_V2" in found.stdout
+    # An image built with MODEL_WEIGHTS=random has nothing baked, and says so.
+    random = run_snippet(
+        runtime_weights_check(dockerfile, "random"), env={"TORCH_HOME": str(tmp_path / "none")}
+    )
+    assert random.returncode == 0, random.stderr
+    assert "weights random None" in random.stdout
 
 
 class HealthHandler(BaseHTTPRequestHandler):
