@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.runtime_options import DeviceChoice, Precision
+from app.runtime_options import BackendChoice, DeviceChoice, Precision
 
 ENV_PREFIX = "SERVING_"
 
@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description=(
-            "torch intra-op threads; 0 = the CPUs this process may use (cgroup-aware); 1 on a GPU."
+            "Threads of the forward pass (OpenVINO's INFERENCE_NUM_THREADS, or torch's intra-op "
+            "threads); 0 = the CPUs this process may use (cgroup-aware); 1 on a GPU."
         ),
     )
     model_thread_niceness: int = Field(
@@ -100,7 +101,8 @@ class Settings(BaseSettings):
         Precision.AUTO,
         description=(
             "`auto` (bf16 on CPUs with AMX or AVX512-BF16 and on bf16-capable GPUs, else fp32), "
-            "`fp32` or `bf16`."
+            "`fp32`, `bf16`, or `int8` (OpenVINO only: quantized at start-up with NNCF, "
+            "calibrated on photographs shipped with the image; needs the `int8` extra)."
         ),
     )
     compile: bool = Field(
@@ -108,6 +110,15 @@ class Settings(BaseSettings):
         description=(
             "torch.compile the model (needs a C++ compiler on CPU); compiled and warmed for "
             "every batch size before /ready turns 200."
+        ),
+    )
+
+    # --- inference backend (issue 11) --------------------------------------------------------
+    backend: BackendChoice = Field(
+        BackendChoice.AUTO,
+        description=(
+            "`auto` (OpenVINO on a CPU; torch on a GPU or with SERVING_COMPILE=true, and torch "
+            "when OpenVINO cannot load), `openvino` (CPU only) or `torch`."
         ),
     )
 
@@ -239,6 +250,26 @@ class Settings(BaseSettings):
         if self.request_timeout_s > self.max_request_timeout_s:
             raise ValueError(
                 "SERVING_REQUEST_TIMEOUT_S must not exceed SERVING_MAX_REQUEST_TIMEOUT_S"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Settings:
+        openvino = self.backend is BackendChoice.OPENVINO
+        if openvino and self.device is DeviceChoice.CUDA:
+            raise ValueError(
+                "SERVING_BACKEND=openvino runs on the CPU: not with SERVING_DEVICE=cuda"
+            )
+        if openvino and self.compile:
+            raise ValueError(
+                "SERVING_COMPILE=true is torch.compile: not with SERVING_BACKEND=openvino"
+            )
+        if self.precision is Precision.INT8 and (
+            self.backend is BackendChoice.TORCH or self.device is DeviceChoice.CUDA or self.compile
+        ):
+            raise ValueError(
+                "SERVING_PRECISION=int8 needs the OpenVINO backend on the CPU (SERVING_BACKEND="
+                "auto or openvino, SERVING_DEVICE=cpu or auto, SERVING_COMPILE=false)"
             )
         return self
 

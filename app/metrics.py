@@ -134,7 +134,7 @@ class Metrics:
         self.model_info = Gauge(
             "model_info",
             "The loaded model: always 1, the labels say which model, weights and path run.",
-            ["model", "weights", "weights_source", "device", "dtype", "compiled"],
+            ["model", "weights", "weights_source", "backend", "device", "dtype", "compiled"],
             registry=r,
         )
         self.model_ready = Gauge(

@@ -24,7 +24,7 @@ from app.errors import NotReadyError
 from app.imaging import decode_image
 from app.metrics import Metrics
 from app.preprocess import Preprocessor
-from app.runtime import ModelRuntime, wants_gpu
+from app.runtime import ModelRuntime, runs_on_gpu
 from app.url_fetch import AddressPolicy, UrlFetcher
 from app.weights import WeightsSource, load_model, resolve_weights
 
@@ -85,7 +85,9 @@ class PredictionService:
         self._batcher: Batcher | None = None
         self._labels: list[str] = []
         self.num_threads = settings.num_threads or default_torch_threads(
-            device_type="cuda" if wants_gpu(settings.device) else "cpu"
+            device_type="cuda"
+            if runs_on_gpu(settings.backend, settings.device, settings.precision, settings.compile)
+            else "cpu"
         )
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._decode_pool = ThreadPoolExecutor(
@@ -137,6 +139,7 @@ class PredictionService:
             device=self.settings.device,
             precision=self.settings.precision,
             compile_model=self.settings.compile,
+            backend=self.settings.backend,
         )
 
     def _warm_batch_sizes(self) -> list[int]:
@@ -154,7 +157,7 @@ class PredictionService:
             self._set_state(State.LOADING, f"loading {source.model_name} ({source.weights_id})")
             runtime = await loop.run_in_executor(self._model_thread, self._build_runtime)
             self._preprocessor = Preprocessor.from_transforms(source.meta_weights.transforms())
-            self._labels = runtime.loaded.labels
+            self._labels = runtime.labels
             self._set_state(State.WARMING, "warming up")
             crop = self._preprocessor.crop_size
             sizes = self._warm_batch_sizes()
@@ -183,6 +186,7 @@ class PredictionService:
             model=source.model_name,
             weights=source.weights_id,
             weights_source=source.kind.value,
+            backend=info.backend,
             device=info.device,
             dtype=info.dtype,
             compiled=str(info.compiled).lower(),
@@ -194,6 +198,7 @@ class PredictionService:
                 "model": source.model_name,
                 "weights": source.weights_id,
                 "weights_source": source.kind.value,
+                "backend": info.backend,
                 "device": info.device,
                 "dtype": info.dtype,
                 "threads": info.num_threads,

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.backends.torch_backend import configure_threads
 from app.cpu import available_cpus
 from app.preprocess import Preprocessor
-from app.runtime import configure_threads
 from app.weights import load_model, resolve_weights
 from bench.images import sample_photos
 

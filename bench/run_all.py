@@ -28,8 +28,7 @@ from typing import Any
 
 import torch
 
-from app.cpu import available_cpus, default_torch_threads
-from app.runtime import cpu_flags, cpu_has_native_bf16
+from app.cpu import available_cpus, cpu_flags, cpu_has_native_bf16, default_torch_threads
 from bench import ceiling, preprocess_bench
 from bench.images import small_jpeg
 from bench.loadgen import run_load

@@ -380,10 +380,12 @@ def overview() -> dict[str, Any]:
     add(
         table.Panel()
         .title("Loaded model per pod")
-        .description("model_info: model, weights and their source, device, dtype, compiled.")
+        .description(
+            "model_info: model, weights and their source, backend, device, dtype, compiled."
+        )
         .with_target(
             query(
-                "max by (pod, model, weights, weights_source, device, dtype, compiled) "
+                "max by (pod, model, weights, weights_source, backend, device, dtype, compiled) "
                 f"(model_info{{{APP}}})",
                 instant=True,
             )

@@ -153,6 +153,7 @@ def test_model_info_and_labels(client: TestClient) -> None:
     assert info["num_classes"] == 1000
     assert info["input_size"] == 224
     assert info["random_weights"] is True
+    assert info["backend"] == "openvino"  # the default on a CPU
     labels = client.get("/model/labels").json()["labels"]
     assert len(labels) == 1000
     assert labels[281] == "tabby"

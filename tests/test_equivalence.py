@@ -122,18 +122,32 @@ def test_real_weights_match_torchvision_reference(real_client: TestClient, photo
     )
 
 
+FAST_PATHS = [
+    ("torch", "bf16"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+]
+
+
 @pytest.mark.slow
 @pytest.mark.real_weights
-def test_real_weights_bf16_fast_path_keeps_the_answers(
-    real_client: TestClient, record_property: Any
+@pytest.mark.parametrize(
+    ("backend", "precision"), FAST_PATHS, ids=["-".join(p) for p in FAST_PATHS]
+)
+def test_real_weights_fast_paths_keep_the_answers(
+    backend: str, precision: str, record_property: Any
 ) -> None:
-    """The accuracy guard of the bf16 path with trained weights: fp32's top-1 kept and at least
-    4 of its top 5, on every golden photograph; the largest logit difference is reported."""
+    """The accuracy guard of every backend and precision with trained weights: torchvision's
+    fp32 top-1 kept and at least 4 of its top 5, on every golden photograph; the largest logit
+    difference is reported."""
     from app.preprocess import Preprocessor
     from app.runtime import ModelRuntime
-    from app.runtime_options import Precision
+    from app.runtime_options import BackendChoice, Precision
     from app.weights import WeightsSource, WeightsSourceKind, load_model
 
+    if not REAL_FILE.is_file():
+        pytest.skip(f"real ImageNet weights not in torch's cache ({REAL_FILE})")
     source = WeightsSource("resnet50", WeightsSourceKind.CACHE, REAL, REAL_FILE)
     pre = Preprocessor.from_transforms(REAL.transforms())
     batch = []
@@ -141,11 +155,19 @@ def test_real_weights_bf16_fast_path_keeps_the_answers(
         with Image.open(PHOTOS[name]) as img:
             batch.append(pre(img.convert("RGB")))
     x = torch.stack(batch)
-    fp32 = ModelRuntime(load_model(source), num_threads=2, precision=Precision.FP32).logits(x)
-    bf16 = ModelRuntime(load_model(source), num_threads=2, precision=Precision.BF16).logits(x)
-    record_property("max_logit_difference_real_bf16", (fp32 - bf16).abs().max().item())
+    with torch.inference_mode():
+        reference = models.resnet50(weights=REAL).eval()(x)
+    fast = ModelRuntime(
+        load_model(source),
+        num_threads=2,
+        precision=Precision(precision),
+        backend=BackendChoice(backend),
+    ).logits(x)
+    record_property(
+        f"max_logit_difference_real_{backend}_{precision}", (reference - fast).abs().max().item()
+    )
     for row in range(x.shape[0]):
-        top_fp32 = fp32[row].topk(5).indices.tolist()
-        top_bf16 = bf16[row].topk(5).indices.tolist()
-        assert top_fp32[0] == top_bf16[0]
-        assert len(set(top_fp32) & set(top_bf16)) >= 4
+        top_ref = reference[row].topk(5).indices.tolist()
+        top_fast = fast[row].topk(5).indices.tolist()
+        assert top_ref[0] == top_fast[0]
+        assert len(set(top_ref) & set(top_fast)) >= 4

@@ -81,12 +81,12 @@ def test_metrics_move_after_requests(client: TestClient) -> None:
     assert after[errors] - before.get(errors, 0) == 1
 
 
-def test_model_info_names_model_weights_device_dtype(client: TestClient) -> None:
+def test_model_info_names_model_weights_backend_device_dtype(client: TestClient) -> None:
     samples = scrape(client)
     info = [k for k in samples if k.startswith("model_info{")]
     assert len(info) == 1
     for fragment in ('model="resnet18"', 'weights="random"', 'weights_source="random"',
-                     'device="cpu"', 'dtype="float32"'):  # fmt: skip
+                     'backend="openvino"', 'device="cpu"', 'dtype="float32"'):  # fmt: skip
         assert fragment in info[0]
     assert samples["model_ready{}"] == 1.0
 

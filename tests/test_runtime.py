@@ -1,37 +1,66 @@
-"""The model runtime's paths: precision and device selection, the bf16 fast path's accuracy
-guard against fp32, the compiled path, and the runtime as the service reports it."""
+"""The model runtime's paths: backend, precision and device selection, each backend's accuracy
+guard against fp32 (bf16 here; int8 in tests/test_int8.py), the compiled path, the fallback from
+OpenVINO to torch, and the runtime as the service reports it."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.config import Settings
+from app.cpu import cpu_has_native_bf16
 from app.main import create_app
-from app.preprocess import Preprocessor
-from app.runtime import (
-    ModelRuntime,
-    cpu_has_native_bf16,
-    select_device,
-    select_precision,
-)
-from app.runtime_options import DeviceChoice, Precision
-from app.weights import load_model, resolve_weights
+from app.runtime import resolve_backend, select_device, select_precision
+from app.runtime_options import BackendChoice, DeviceChoice, Precision
 from conftest import make_settings, wait_ready
-from helpers.images import PHOTOS, photo
+from helpers.accuracy import (
+    assert_keeps_top1_and_four_of_top5,
+    photos_batch,
+    reference_logits,
+    runtime,
+)
+from helpers.images import PHOTOS
+
+BACKENDS = [BackendChoice.OPENVINO, BackendChoice.TORCH]
 
 
-def photos_batch(model_name: str) -> torch.Tensor:
-    source = resolve_weights(model_name, "random", allow_download=False)
-    pre = Preprocessor.from_transforms(source.meta_weights.transforms())
-    return torch.stack([pre(photo(name)) for name in sorted(PHOTOS)])
+@pytest.mark.parametrize(
+    ("backend", "device", "precision", "compile_model", "expected"),
+    [
+        (BackendChoice.AUTO, DeviceChoice.CPU, Precision.AUTO, False, BackendChoice.OPENVINO),
+        (BackendChoice.AUTO, DeviceChoice.CPU, Precision.INT8, False, BackendChoice.OPENVINO),
+        (BackendChoice.AUTO, DeviceChoice.CPU, Precision.BF16, True, BackendChoice.TORCH),
+        (BackendChoice.AUTO, DeviceChoice.CUDA, Precision.AUTO, False, BackendChoice.TORCH),
+        (BackendChoice.TORCH, DeviceChoice.CPU, Precision.AUTO, False, BackendChoice.TORCH),
+        (BackendChoice.OPENVINO, DeviceChoice.AUTO, Precision.FP32, False, BackendChoice.OPENVINO),
+    ],
+)
+def test_auto_backend_is_openvino_on_a_cpu_and_torch_on_a_gpu(
+    backend: BackendChoice,
+    device: DeviceChoice,
+    precision: Precision,
+    compile_model: bool,
+    expected: BackendChoice,
+) -> None:
+    assert resolve_backend(backend, device, precision, compile_model) is expected
 
 
-def runtime(model_name: str, **kwargs: object) -> ModelRuntime:
-    source = resolve_weights(model_name, "random", allow_download=False)
-    return ModelRuntime(load_model(source, seed=0), num_threads=2, **kwargs)  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"backend": "openvino", "device": "cuda"}, "SERVING_BACKEND=openvino runs on the CPU"),
+        ({"backend": "openvino", "compile": True}, "SERVING_COMPILE=true is torch.compile"),
+        ({"backend": "torch", "precision": "int8"}, "SERVING_PRECISION=int8 needs"),
+        ({"device": "cuda", "precision": "int8"}, "SERVING_PRECISION=int8 needs"),
+    ],
+)
+def test_settings_refuse_what_no_backend_runs(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings(_env_file=None, **settings)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -63,42 +92,66 @@ def test_cuda_requested_without_a_gpu_fails_clearly() -> None:
     assert select_device(DeviceChoice.AUTO).type == "cpu"
 
 
-def test_fp32_path_equals_the_plain_model() -> None:
-    """Folding batch norm and channels_last change nothing beyond float rounding."""
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_path_equals_the_plain_model(backend: BackendChoice) -> None:
+    """torch: folding batch norm and channels_last change nothing beyond float rounding;
+    OpenVINO: neither do its conversion and its fused kernels in f32."""
     x = photos_batch("resnet18")
-    fast = runtime("resnet18", precision=Precision.FP32)
-    plain = load_model(resolve_weights("resnet18", "random", allow_download=False), seed=0).model
-    with torch.inference_mode():
-        reference = plain(x)
-    assert (fast.logits(x) - reference).abs().max().item() < 1e-3
+    fast = runtime("resnet18", precision=Precision.FP32, backend=backend)
+    assert fast.info.backend == backend.value
+    assert fast.info.dtype == "float32"
+    assert (fast.logits(x) - reference_logits("resnet18", x)).abs().max().item() < 1e-3
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "model_name", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow)]
 )
 def test_bf16_keeps_top1_and_four_of_top5(
-    model_name: str, record_property: Callable[[str, object], None]
+    model_name: str, backend: BackendChoice, record_property: Callable[[str, object], None]
 ) -> None:
-    """The accuracy guard for the fast path, on real photographs. With random weights the
-    classes are less separated than with trained ones, so this is the weaker check; the GitHub
-    workflow repeats it with the real ImageNet weights."""
+    """The accuracy guard for the fast path, on real photographs, against torchvision's fp32
+    reference. With random weights the classes are less separated than with trained ones, so
+    this is the weaker check; the GitHub workflow repeats it with the real ImageNet weights
+    (tests/test_equivalence.py)."""
     x = photos_batch(model_name)
-    fp32 = runtime(model_name, precision=Precision.FP32).logits(x)
-    bf16 = runtime(model_name, precision=Precision.BF16).logits(x)
-    max_diff = (fp32 - bf16).abs().max().item()
+    reference = reference_logits(model_name, x)
+    bf16 = runtime(model_name, precision=Precision.BF16, backend=backend).logits(x)
+    max_diff = (reference - bf16).abs().max().item()
     record_property("max_logit_difference", max_diff)
-    print(f"{model_name}: max |logit fp32 - logit bf16| = {max_diff:.4f}")
-    for row in range(x.shape[0]):
-        top_fp32 = fp32[row].topk(5).indices.tolist()
-        top_bf16 = bf16[row].topk(5).indices.tolist()
-        assert top_fp32[0] == top_bf16[0], f"top-1 changed for photo {row}"
-        assert len(set(top_fp32) & set(top_bf16)) >= 4, f"top-5 drifted for photo {row}"
+    print(f"{model_name} {backend}: max |logit fp32 - logit bf16| = {max_diff:.4f}")
+    assert_keeps_top1_and_four_of_top5(reference, bf16)
+
+
+def test_auto_falls_back_to_torch_when_openvino_cannot_load(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.backends import openvino_backend
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no CPU plugin here")
+
+    monkeypatch.setattr(openvino_backend.OpenVINOBackend, "__init__", broken)
+    fallback = runtime("resnet18", precision=Precision.FP32, backend=BackendChoice.AUTO)
+    assert fallback.info.backend == "torch"
+    assert "falling back to torch" in caplog.text
+    with pytest.raises(RuntimeError, match="no CPU plugin here"):
+        runtime("resnet18", precision=Precision.FP32, backend=BackendChoice.OPENVINO)
+
+
+def test_openvino_sends_no_usage_telemetry() -> None:
+    """OpenVINO's converter would report usage to a third party unless opted out in $HOME:
+    the backend keeps its telemetry package from being imported at all."""
+    runtime("resnet18", precision=Precision.FP32, backend=BackendChoice.OPENVINO)
+    assert "openvino" in sys.modules
+    assert sys.modules.get("openvino_telemetry") is None
 
 
 @pytest.mark.slow
 def test_compiled_path_matches_eager_for_every_batch_size() -> None:
     compiled = runtime("resnet18", precision=Precision.FP32, compile_model=True)
-    eager = runtime("resnet18", precision=Precision.FP32)
+    eager = runtime("resnet18", precision=Precision.FP32, backend=BackendChoice.TORCH)
+    assert compiled.info.backend == "torch"  # auto + compile = torch
     assert compiled.info.compiled
     compiled.warm_up(range(1, 5), 224)
     x = photos_batch("resnet18")
@@ -107,17 +160,23 @@ def test_compiled_path_matches_eager_for_every_batch_size() -> None:
         assert diff < 1e-3, (size, diff)
 
 
-def test_service_reports_the_path_it_runs() -> None:
-    settings = make_settings(precision="bf16", max_batch_size=2)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_service_reports_the_path_it_runs(backend: BackendChoice) -> None:
+    settings = make_settings(precision="bf16", max_batch_size=2, backend=backend.value)
+    # OpenVINO reports what its CPU plugin really runs: f32 where bf16 is not native.
+    dtype = "bfloat16" if backend is BackendChoice.TORCH or cpu_has_native_bf16() else "float32"
     with TestClient(create_app(settings, on_fatal=lambda exc: None)) as client:
         wait_ready(client)
         info = client.get("/model").json()
-        assert info["dtype"] == "bfloat16"
+        assert info["backend"] == backend.value
+        assert info["dtype"] == dtype
         assert info["device"] == "cpu"
         assert info["compiled"] is False
-        assert client.get("/ready").json()["dtype"] == "bfloat16"
+        assert client.get("/ready").json()["dtype"] == dtype
+        assert client.get("/ready").json()["backend"] == backend.value
         metrics = client.get("/metrics").text
-        assert 'dtype="bfloat16"' in metrics
+        assert f'backend="{backend.value}"' in metrics
+        assert f'dtype="{dtype}"' in metrics
         assert 'compiled="false"' in metrics
         response = client.post(
             "/predict", files={"file": ("g.jpg", PHOTOS["grace_hopper"].read_bytes())}
@@ -133,10 +192,11 @@ needs_cuda = pytest.mark.skipif(
 @needs_cuda
 def test_cuda_paths_agree_with_cpu_fp32(record_property: Callable[[str, object], None]) -> None:
     x = photos_batch("resnet50")
-    reference = runtime("resnet50", precision=Precision.FP32).logits(x)
+    reference = reference_logits("resnet50", x)
     for precision in (Precision.FP32, Precision.BF16):
         gpu = runtime("resnet50", device=DeviceChoice.CUDA, precision=precision)
         assert gpu.info.device == "cuda"
+        assert gpu.info.backend == "torch"
         logits = gpu.logits(x).cpu()
         diff = (logits - reference).abs().max().item()
         record_property(f"max_logit_difference_cuda_{precision}", diff)
@@ -155,6 +215,7 @@ def test_service_on_cuda_end_to_end() -> None:
         wait_ready(client)
         info = client.get("/model").json()
         assert info["device"] == "cuda"
+        assert info["backend"] == "torch"  # auto = torch on a GPU
         assert info["dtype"] == "bfloat16"  # auto picks bf16 on a bf16-capable GPU
         photo_file = {"file": ("g.jpg", PHOTOS["grace_hopper"].read_bytes())}
         response = client.post("/predict", files=photo_file)

@@ -210,6 +210,35 @@ def test_health_answers_while_the_model_is_busy(server: ManagedProcess) -> None:
     assert asyncio.run(scenario()) < 1.0
 
 
+def thread_nice_and_cpu(pid: int) -> list[tuple[int, int]]:
+    """(nice, CPU ticks used) of every thread of a process (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out.append((int(fields[16]), int(fields[11]) + int(fields[12])))
+    return out
+
+
+def test_the_engines_threads_run_at_the_model_threads_lower_priority(
+    server: ManagedProcess,
+) -> None:
+    """SERVING_MODEL_THREAD_NICENESS (10 by default) reaches the engine's own threads, not just
+    the model thread: OpenVINO starts its workers from the (niced) model thread, which they
+    inherit. With 2 inference threads, at least 2 niced threads do the work."""
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        assert client.get("/model").json()["backend"] == "openvino"
+        for _ in range(8):
+            response = client.post(
+                "/predict", files={"file": ("c.png", PHOTOS["coffee"].read_bytes())}
+            )
+            assert response.status_code == 200
+    niced_workers = [cpu for nice, cpu in thread_nice_and_cpu(server.pid) if nice >= 10 and cpu]
+    assert len(niced_workers) >= 2, thread_nice_and_cpu(server.pid)
+
+
 def test_access_log_is_one_json_line_per_request(server: ManagedProcess) -> None:
     with httpx.Client(base_url=server.base_url) as client:
         client.post(

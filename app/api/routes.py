@@ -402,6 +402,7 @@ async def ready(request: Request) -> JSONResponse:
         weights=source.weights_id if source else None,
         weights_source=source.kind.value if source else None,
         random_weights=source.is_random if source else None,
+        backend=info.backend if info else None,
         device=info.device if info else None,
         dtype=info.dtype if info else None,
     )
@@ -444,6 +445,7 @@ async def model_info(request: Request) -> ModelInfoResponse:
         resize_size=pre.resize_size,
         mean=list(pre.mean),
         std=list(pre.std),
+        backend=info.backend,
         device=info.device,
         dtype=info.dtype,
         compiled=info.compiled,
@@ -462,4 +464,4 @@ async def model_info(request: Request) -> ModelInfoResponse:
 async def model_labels(request: Request) -> LabelsResponse:
     service = _service(request)
     runtime, source, _ = service.require_ready_model()
-    return LabelsResponse(model=source.model_name, labels=list(runtime.loaded.labels))
+    return LabelsResponse(model=source.model_name, labels=list(runtime.labels))

@@ -120,6 +120,7 @@ class ReadyResponse(BaseModel):
         None, description="file, cache, download or random (random = meaningless predictions)."
     )
     random_weights: bool | None = None
+    backend: str | None = Field(None, description="openvino or torch: the engine that runs it.")
     device: str | None = None
     dtype: str | None = None
 
@@ -134,10 +135,11 @@ class ModelInfoResponse(BaseModel):
     resize_size: int = Field(description="Short side the image is resized to before cropping.")
     mean: list[float]
     std: list[float]
+    backend: str = Field(description="openvino or torch: the engine that runs the model.")
     device: str
-    dtype: str
-    compiled: bool
-    num_threads: int
+    dtype: str = Field(description="What the matrix work runs in: float32, bfloat16 or int8.")
+    compiled: bool = Field(description="torch.compile (torch backend only).")
+    num_threads: int = Field(description="Threads of the forward pass.")
     max_batch_size: int
 
 

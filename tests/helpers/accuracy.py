@@ -1,0 +1,40 @@
+"""The accuracy guard shared by every backend and precision: torchvision's own fp32 model is
+the reference; a path keeps its top-1 class and at least 4 of its top 5 on every photograph."""
+
+from __future__ import annotations
+
+import torch
+
+from app.preprocess import Preprocessor
+from app.runtime import ModelRuntime
+from app.weights import load_model, resolve_weights
+from helpers.images import PHOTOS, photo
+
+
+def photos_batch(model_name: str) -> torch.Tensor:
+    """Every test photograph, preprocessed as the service does."""
+    source = resolve_weights(model_name, "random", allow_download=False)
+    pre = Preprocessor.from_transforms(source.meta_weights.transforms())
+    return torch.stack([pre(photo(name)) for name in sorted(PHOTOS)])
+
+
+def runtime(model_name: str, **kwargs: object) -> ModelRuntime:
+    """A runtime with random weights from seed 0 and 2 threads."""
+    source = resolve_weights(model_name, "random", allow_download=False)
+    return ModelRuntime(load_model(source, seed=0), num_threads=2, **kwargs)  # type: ignore[arg-type]
+
+
+def reference_logits(model_name: str, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's own model in fp32, untouched (same seed): what every path is judged by."""
+    plain = load_model(resolve_weights(model_name, "random", allow_download=False), seed=0).model
+    with torch.inference_mode():
+        out: torch.Tensor = plain(x)
+    return out
+
+
+def assert_keeps_top1_and_four_of_top5(reference: torch.Tensor, logits: torch.Tensor) -> None:
+    for row in range(reference.shape[0]):
+        top_ref = reference[row].topk(5).indices.tolist()
+        top = logits[row].topk(5).indices.tolist()
+        assert top_ref[0] == top[0], f"top-1 changed for photo {row}"
+        assert len(set(top_ref) & set(top)) >= 4, f"top-5 drifted for photo {row}"
