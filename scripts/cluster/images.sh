@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# Images without a registry: a Debian base from debootstrap, a Python base on it, the project
+# image from the project's own Dockerfile, pause and CoreDNS from static binaries; each loaded
+# into containerd's k8s.io namespace. Sourced by scripts/cluster.sh.
+
+LOCAL_DEBIAN_IMAGE=local/debian:$LOCAL_DEBIAN_SUITE
+LOCAL_PYTHON_IMAGE=local/python:3.11-$LOCAL_DEBIAN_SUITE
+PROJECT_IMAGE_REPOSITORY=local/resnet-serving
+COREDNS_IMAGE=local/coredns:$COREDNS_VERSION
+# The CA bundle the build trusts for pip and the weights download (a BuildKit secret: it is
+# never written into a layer). Here egress to PyPI is TLS-intercepted, so the host's bundle.
+BUILD_CA_BUNDLE=${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+# Weights baked into the project image: `random` (no ImageNet weights can be had here), or a
+# weights name with the file in weights/ (see the Dockerfile).
+LOCAL_MODEL_WEIGHTS=${LOCAL_MODEL_WEIGHTS:-random}
+
+docker_has() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
+
+apt_mirror() {
+  # The Debian mirror apt uses on this machine (deb822 or one-line sources).
+  local f files=()
+  for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+    if [ -f "$f" ]; then files+=("$f"); fi
+  done
+  awk '/^(URIs:|deb) / && !/security/ { print $2; exit }' "${files[@]}"
+}
+
+base_images() {
+  if ! docker_has "$LOCAL_DEBIAN_IMAGE"; then
+    local rootfs=$CLUSTER_BUILD/rootfs mirror
+    mirror=$(apt_mirror)
+    [ -n "$mirror" ] || die "no Debian mirror found in apt's sources"
+    log "debootstrap $LOCAL_DEBIAN_SUITE (minbase) from $mirror"
+    rm -rf "$rootfs"
+    debootstrap --variant=minbase "$LOCAL_DEBIAN_SUITE" "$rootfs" "$mirror" >"$CLUSTER_LOGS/debootstrap.log" 2>&1 \
+      || die "debootstrap failed (log: $CLUSTER_LOGS/debootstrap.log)"
+    tar -C "$rootfs" -c . | "$DOCKER" import - "$LOCAL_DEBIAN_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+  fi
+  if ! docker_has "$LOCAL_PYTHON_IMAGE"; then
+    log "building $LOCAL_PYTHON_IMAGE"
+    DOCKER_BUILDKIT=1 "$DOCKER" build -q -t "$LOCAL_PYTHON_IMAGE" \
+      -f "$ROOT/deploy/local-cluster/python-base.Dockerfile" "$ROOT/deploy/local-cluster" >/dev/null \
+      || die "building $LOCAL_PYTHON_IMAGE failed"
+  fi
+}
+
+# Builds the project image from the real Dockerfile and prints its tag: local-<image id>, so
+# that a changed image changes the chart's image tag and `helm upgrade` rolls the pods.
+project_image() {
+  log "building the project image from ./Dockerfile (PYTHON_IMAGE=$LOCAL_PYTHON_IMAGE, torch from PyPI, weights $LOCAL_MODEL_WEIGHTS)"
+  local id tag
+  # TORCH_INDEX_URL empty: PyPI's torch (the CPU index is not reachable from these machines).
+  DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain -t "$PROJECT_IMAGE_REPOSITORY:build" \
+    --build-arg PYTHON_IMAGE="$LOCAL_PYTHON_IMAGE" --build-arg TORCH_INDEX_URL= \
+    --build-arg MODEL_WEIGHTS="$LOCAL_MODEL_WEIGHTS" \
+    --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --secret id=ca_bundle,src="$BUILD_CA_BUNDLE" "$ROOT" >"$CLUSTER_LOGS/image-build.log" 2>&1 \
+    || die "docker build failed (log: $CLUSTER_LOGS/image-build.log)"
+  id=$("$DOCKER" image inspect -f '{{.Id}}' "$PROJECT_IMAGE_REPOSITORY:build")
+  id=${id#sha256:}
+  tag=local-${id:0:12}
+  "$DOCKER" tag "$PROJECT_IMAGE_REPOSITORY:build" "$PROJECT_IMAGE_REPOSITORY:$tag"
+  image_loaded "$PROJECT_IMAGE_REPOSITORY:$tag" || {
+    log "loading $PROJECT_IMAGE_REPOSITORY:$tag into containerd ($("$DOCKER" image inspect -f '{{.Size}}' "$PROJECT_IMAGE_REPOSITORY:$tag" | numfmt --to=iec))"
+    load_image "$PROJECT_IMAGE_REPOSITORY:$tag"
+  }
+  echo "$tag"
+}
+
+system_images() {
+  local dir
+  if ! image_loaded "$PAUSE_IMAGE"; then
+    dir=$(mktemp -d) && cp "$CLUSTER_BIN/pause" "$dir/"
+    scratch_image "$PAUSE_IMAGE" "$dir" '["/pause"]' && rm -rf "$dir"
+    load_image "$PAUSE_IMAGE"
+  fi
+  if ! image_loaded "$COREDNS_IMAGE"; then
+    dir=$(mktemp -d) && cp "$CLUSTER_BIN/coredns" "$dir/"
+    scratch_image "$COREDNS_IMAGE" "$dir" '["/coredns"]' && rm -rf "$dir"
+    load_image "$COREDNS_IMAGE"
+  fi
+}
+
+# `down` without --keep-images: every image `up` loaded into containerd, and the project
+# image builds in docker (the base images and BuildKit's cache stay: they are the cache).
+remove_images() {
+  local ref
+  [ -f "$CLUSTER_DIR/images" ] || return 0
+  while read -r ref; do
+    "${CTR[@]}" images rm "$ref" "docker.io/$ref" >/dev/null 2>&1 || true
+    case $ref in
+      "$PROJECT_IMAGE_REPOSITORY":*) "$DOCKER" image rm -f "$ref" >/dev/null 2>&1 || true ;;
+    esac
+  done <"$CLUSTER_DIR/images"
+  "$DOCKER" image rm -f "$PROJECT_IMAGE_REPOSITORY:build" >/dev/null 2>&1 || true
+  rm -f "$CLUSTER_DIR/images"
+  log "removed the images loaded into containerd"
+}

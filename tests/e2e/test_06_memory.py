@@ -1,0 +1,81 @@
+"""A burst of 64 concurrent legal but large images (7000x7000 PNG: 49 megapixels, under the
+default pixel cap, ~150 KB on the wire) against the Service must not OOM-kill a pod with
+values-dev.yaml's memory limit: every answer is 200, 503 or 504, no container restarts, and the
+service answers normally afterwards."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from e2e.kube import Cluster, restart_count
+
+BURST = 64
+SIDE = 7000
+
+
+def _large_png() -> bytes:
+    # Flat colour: deflate squeezes 147 MB of pixels into ~150 KB; the decoder still has to
+    # produce every one of them.
+    buffer = io.BytesIO()
+    Image.new("RGB", (SIDE, SIDE), (120, 140, 160)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.timeout(600)
+def test_a_burst_of_64_large_pngs_kills_no_pod(
+    release_ready: Cluster, base_url: str, photo: bytes, figures: dict[str, Any]
+) -> None:
+    cluster = release_ready
+    image = _large_png()
+    restarts = {p["metadata"]["name"]: restart_count(p) for p in cluster.pods()}
+    limit = cluster.pods()[0]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+
+    def post(_: int) -> str:
+        try:
+            response = httpx.post(
+                f"{base_url}/predict",
+                content=image,
+                headers={"Content-Type": "image/png"},
+                timeout=120,
+            )
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return str(response.status_code)
+
+    with ThreadPoolExecutor(BURST) as pool:
+        statuses = Counter(pool.map(post, range(BURST)))
+    after = {p["metadata"]["name"]: p for p in cluster.pods()}
+    oom = [
+        name
+        for name, pod in after.items()
+        for s in pod["status"].get("containerStatuses") or []
+        if (s.get("lastState", {}).get("terminated") or {}).get("reason") == "OOMKilled"
+    ]
+    usage = cluster.raw(f"/apis/metrics.k8s.io/v1beta1/namespaces/{cluster.namespace}/pods")
+    figures["large_png_burst"] = {
+        "images": BURST,
+        "png_bytes": len(image),
+        "pixels": SIDE * SIDE,
+        "memory_limit": limit,
+        "statuses": dict(statuses),
+        "memory_after": {
+            i["metadata"]["name"]: i["containers"][0]["usage"]["memory"] for i in usage["items"]
+        },
+    }
+    assert not oom, f"OOMKilled: {oom}"
+    assert {name: restart_count(after[name]) for name in restarts if name in after} == {
+        name: count for name, count in restarts.items() if name in after
+    }, "a container restarted during the burst"
+    assert set(after) == set(restarts), "pods were replaced during the burst"
+    assert set(statuses) <= {"200", "503", "504"}, statuses
+    response = httpx.post(
+        f"{base_url}/predict", content=photo, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
