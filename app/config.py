@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.runtime_options import BackendChoice, DeviceChoice, Precision
+from app.settings_errors import describe_validation_error as describe_settings_error
 
 ENV_PREFIX = "SERVING_"
 
@@ -187,8 +188,10 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Comma-separated API keys; when set, /predict and /model need `Authorization: "
-            "Bearer <key>` or `X-API-Key: <key>`. Probes and /metrics stay open."
+            "Comma-separated API keys, each at least 16 printable ASCII characters without "
+            "spaces; when set, /predict and /model need `Authorization: Bearer <key>` or "
+            "`X-API-Key: <key>`. Probes and /metrics stay open. Never printed, not even when "
+            "invalid."
         ),
     )
     metrics_port: int = Field(
@@ -222,7 +225,11 @@ class Settings(BaseSettings):
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if value.strip() and not parts:
+                # Set, but to nothing: for API keys that would silently mean "no auth".
+                raise ValueError("holds only commas or spaces; leave it empty or list values")
+            return parts
         return value
 
     @field_validator("url_allowed_networks")
@@ -238,9 +245,16 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for key in value:
-            if len(key.get_secret_value()) < 16:
-                raise ValueError("each API key must be at least 16 characters long")
+        # Messages name the key's position, never its characters (nor its length).
+        for number, key in enumerate(value, start=1):
+            secret = key.get_secret_value()
+            if len(secret) < 16:
+                raise ValueError(f"key {number} of {len(value)} is shorter than 16 characters")
+            if not all("!" <= char <= "~" for char in secret):
+                raise ValueError(
+                    f"key {number} of {len(value)} has a space, control or non-ASCII character "
+                    "(HTTP headers cannot carry it reliably)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -303,18 +317,9 @@ class Settings(BaseSettings):
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line naming each bad variable, for a start-up failure message."""
-    parts = []
-    for item in error.errors():
-        if not item["loc"]:  # a rule across fields: its message names them
-            parts.append(str(item["msg"]).removeprefix("Value error, "))
-            continue
-        field = ".".join(str(p) for p in item["loc"])
-        env = f"{ENV_PREFIX}{field.upper()}"
-        given = item.get("input")
-        shown = f"={given!r}" if isinstance(given, str | int | float | bool) else ""
-        parts.append(f"{env}{shown}: {item['msg']}")
-    return "invalid configuration: " + "; ".join(parts)
+    """One line naming each bad variable and its rule, for a start-up failure message; the
+    value of a secret setting (any SecretStr field) is never part of it."""
+    return describe_settings_error(error, Settings, ENV_PREFIX)
 
 
 def env_default(field_name: str) -> str:
