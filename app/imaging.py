@@ -82,29 +82,38 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 
 def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
     # Pillow's convert("L") clips 16-bit values at 255, turning most photos white; scale instead.
+    # Written to keep the peak low (no 64-bit copies: a 49 MP image went from 23 to 7 bytes per
+    # pixel, bench/results/decode_memory.json) with the same values as the plain formula.
     arr = np.asarray(img)
     if arr.dtype.kind == "f":
         peak = float(np.nanmax(arr)) if arr.size else 0.0
         scale = 255.0 if peak <= 1.0 else (255.0 / 65535.0 if peak > 255.0 else 1.0)
-        out = np.clip(np.nan_to_num(arr) * scale, 0, 255)
+        out = np.nan_to_num(arr)  # a copy: the arithmetic below is done in place on it
+        out *= scale
+        np.clip(out, 0, 255, out=out)
     else:
-        wide = arr.astype(np.int64)
-        peak = int(wide.max()) if wide.size else 0
-        out = np.clip(wide >> 8, 0, 255) if peak > 255 else np.clip(wide, 0, 255)
+        peak = int(arr.max()) if arr.size else 0
+        out = arr >> 8 if peak > 255 else arr
+        if out.dtype.kind != "u":  # signed ("I"): negatives and 24-bit values are clipped
+            out = np.clip(out, 0, 255)
     return Image.fromarray(out.astype(np.uint8), mode="L")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any decoded mode to 8-bit RGB: alpha over white, 16-bit scaled, CMYK/palette converted."""
+    """Any decoded mode to 8-bit RGB: alpha over white, 16-bit scaled, CMYK/palette converted.
+    Never modifies `img`; copies it only where a conversion needs a new image."""
     mode = img.mode
     if mode == "RGB":
         return img
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
         return _sixteen_bit_to_l(img).convert("RGB")
     if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
+        # convert("RGBA") of an RGBA image would only copy it.
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        composed = Image.alpha_composite(background, rgba)
+        del background, rgba  # freed before the RGB copy is made: a lower peak
+        return composed.convert("RGB")
     return img.convert("RGB")
 
 
@@ -120,13 +129,25 @@ def draft_size(size: tuple[int, int], target_short_side: int) -> tuple[int, int]
     return (max(1, int(width * scale)), max(1, int(height * scale)))
 
 
-def decode_image(
+@dataclass(frozen=True)
+class OpenedImage:
+    """An image whose header has been read and checked, no pixel decoded yet."""
+
+    image: Image.Image  # not loaded; JPEG draft already requested
+    format: str
+    mode: str  # the mode the decoder will produce
+    size: tuple[int, int]  # (width, height) the decoder will produce (JPEG: after draft)
+    original_size: tuple[int, int]  # (width, height) as stored in the file
+
+
+def open_image(
     data: bytes,
     *,
     max_pixels: int,
     draft_short_side: int | None = None,
-) -> DecodedImage:
-    """Decode one image from untrusted bytes into RGB with EXIF orientation applied.
+) -> OpenedImage:
+    """Read and check the header only: format sniffed from the bytes, pixel count within
+    `max_pixels`. Cheap, and tells what the decode will cost before any pixel is decoded.
 
     `draft_short_side`: when set, large JPEGs are decoded at a reduced scale (libjpeg's DCT
     scaling) that keeps the short side at least twice this size: much faster for photographs
@@ -149,23 +170,47 @@ def decode_image(
             requested = draft_size((width, height), draft_short_side)
             if requested is not None:
                 img.draft("RGB", requested)
-        # Truncated files fail here (Pillow's LOAD_TRUNCATED_IMAGES is left False on purpose).
-        img.load()
-        oriented = ImageOps.exif_transpose(img)
-        rgb = to_rgb(oriented if oriented is not None else img)
-        rgb.load()
+        return OpenedImage(img, fmt, img.mode, img.size, (width, height))
     except (ImageTooLargeError, InvalidImageError):
         img.close()
         raise
-    except Image.DecompressionBombError as exc:
-        img.close()
-        raise _too_large(exc, max_pixels) from exc
-    except MemoryError as exc:
-        img.close()
-        raise ImageTooLargeError("image needs more memory to decode than allowed") from exc
     except Exception as exc:
+        img.close()
+        raise InvalidImageError(f"could not read the image header: {_short(exc)}") from exc
+
+
+def finish_decode(opened: OpenedImage, *, max_pixels: int) -> DecodedImage:
+    """Decode the pixels of an opened image into RGB with EXIF orientation applied. The opened
+    image is closed either way; a failure is a client error, never a crash."""
+    img, fmt = opened.image, opened.format
+    try:
+        # Truncated files fail here (Pillow's LOAD_TRUNCATED_IMAGES is left False on purpose).
+        img.load()
+        # In place: without it, exif_transpose copies every image that needs no rotation.
+        ImageOps.exif_transpose(img, in_place=True)
+        rgb = to_rgb(img)
+        rgb.load()
+    except Exception as exc:
+        img.close()
+        if isinstance(exc, Image.DecompressionBombError):
+            raise _too_large(exc, max_pixels) from exc
+        if isinstance(exc, MemoryError):
+            raise ImageTooLargeError("image needs more memory to decode than allowed") from exc
         # Pillow raises OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError...
         # for corrupt data; all of them mean the same thing to the client.
-        img.close()
         raise InvalidImageError(f"could not decode {fmt} image: {_short(exc)}") from exc
-    return DecodedImage(image=rgb, format=fmt, original_size=(width, height))
+    if rgb is not img:
+        img.close()  # the caller still holds `opened`: free the decoded source now
+    return DecodedImage(image=rgb, format=fmt, original_size=opened.original_size)
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_short_side: int | None = None,
+) -> DecodedImage:
+    """Decode one image from untrusted bytes into RGB with EXIF orientation applied:
+    `open_image` then `finish_decode`."""
+    opened = open_image(data, max_pixels=max_pixels, draft_short_side=draft_short_side)
+    return finish_decode(opened, max_pixels=max_pixels)

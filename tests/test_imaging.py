@@ -12,7 +12,7 @@ from app.errors import (
     InvalidImageError,
     UnsupportedImageFormatError,
 )
-from app.imaging import decode_image, draft_size, to_rgb
+from app.imaging import decode_image, draft_size, finish_decode, open_image, to_rgb
 from helpers.images import (
     encode,
     jpeg_with_orientation,
@@ -182,6 +182,32 @@ def test_header_claiming_huge_dimensions_is_refused_before_decoding() -> None:
 def test_header_over_our_limit_but_under_pillows_names_the_size() -> None:
     with pytest.raises(ImageTooLargeError, match="8000x8000"):
         decode_image(png_with_header_size(8000, 8000), max_pixels=1_000_000)
+
+
+def test_open_image_reads_the_header_only() -> None:
+    data = encode(photo("chelsea"), "PNG")
+    idat = data.index(b"IDAT") + 4
+    corrupt = data[:idat] + bytes(b ^ 0x5A for b in data[idat : idat + 200]) + data[idat + 200 :]
+    opened = open_image(corrupt, max_pixels=MAX_PIXELS)  # pixels untouched: no error yet
+    assert (opened.format, opened.mode, opened.size) == ("PNG", "RGB", (451, 300))
+    with pytest.raises(InvalidImageError):
+        finish_decode(opened, max_pixels=MAX_PIXELS)
+
+
+def test_jpeg_draft_is_known_from_the_header() -> None:
+    opened = open_image(
+        encode(photo("coffee").resize((4000, 3000)), "JPEG"), max_pixels=10**8, draft_short_side=256
+    )
+    assert opened.original_size == (4000, 3000)
+    assert opened.size == (1000, 750)  # what the decoder will produce, and the budget counts
+    opened.image.close()
+
+
+def test_conversions_leave_the_decoded_image_alone() -> None:
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    before = rgba.tobytes()
+    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)  # fully transparent: white
+    assert rgba.tobytes() == before
 
 
 def test_pixel_limit_is_the_configured_one() -> None:
