@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -137,6 +138,18 @@ def test_auto_falls_back_to_torch_when_openvino_cannot_load(
     assert "falling back to torch" in caplog.text
     with pytest.raises(RuntimeError, match="no CPU plugin here"):
         runtime("resnet18", precision=Precision.FP32, backend=BackendChoice.OPENVINO)
+
+
+def test_openvino_loads_again_from_a_new_model_thread() -> None:
+    """Each app has its own model thread; a second app in one process (tests, benchmarks)
+    converts again from a new thread after the first one ended. That once crashed the process
+    in torch.export (app/backends/openvino_backend.py, `_exporter`)."""
+    for _ in range(2):
+        with ThreadPoolExecutor(max_workers=1) as model_thread:
+            built = model_thread.submit(
+                runtime, "resnet18", precision=Precision.FP32, backend=BackendChoice.OPENVINO
+            ).result()
+        assert built.info.backend == "openvino"
 
 
 def test_openvino_sends_no_usage_telemetry() -> None:
