@@ -5,8 +5,10 @@
    whatever the server does (clients that do not slow down, as real traffic does not);
 3. recovery: closed loop again, throughput per second until it is back to 90% of S.
 
-Recorded: accepted (200) and refused (503) counts, every other outcome, latency percentiles of
-accepted requests and of refusals, the server's peak memory, and the recovery time.
+Recorded: accepted (200), refused (503; how many without Retry-After) and timed-out (504)
+counts, every other outcome, latency percentiles of accepted requests and of refusals, the
+server's peak memory, and the recovery time. tests/test_overload.py runs a short burst and
+checks the behaviour only; the figures are benchmarks (docs/PERFORMANCE.md).
 
     python -m bench.overload --json bench/results/overload.json
 """
@@ -38,6 +40,9 @@ class BurstResult:
     sent: int = 0
     accepted: int = 0
     refused: int = 0
+    refused_without_retry_after: int = 0
+    # 504: the deadline passed while the image was queued (dropped before the model ran).
+    timed_out: int = 0
     other: dict[str, int] = field(default_factory=dict)
     accepted_p50_ms: float = 0.0
     accepted_p95_ms: float = 0.0
@@ -58,6 +63,8 @@ async def open_loop(
     accepted: list[float] = []
     server_side: list[float] = []
     refused: list[float] = []
+    timed_out = 0
+    no_retry_after = 0
     other: Counter[str] = Counter()
     result.rss_before_mb = round(server.rss_bytes() / 2**20, 1)
     peak = result.rss_before_mb
@@ -65,6 +72,7 @@ async def open_loop(
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
         async def one() -> None:
+            nonlocal timed_out, no_retry_after
             started = time.perf_counter()
             try:
                 response = await client.post(
@@ -80,6 +88,9 @@ async def open_loop(
                 server_side.append(float(response.json()["timing_ms"]["total"]))
             elif outcome == 503:
                 refused.append(elapsed)
+                no_retry_after += "retry-after" not in response.headers
+            elif outcome == 504:
+                timed_out += 1
             else:
                 other[f"http_{outcome}"] += 1
 
@@ -102,6 +113,8 @@ async def open_loop(
     result.sent = len(tasks)
     result.accepted = len(ok)
     result.refused = len(no)
+    result.refused_without_retry_after = no_retry_after
+    result.timed_out = timed_out
     result.other = dict(other)
     result.accepted_p50_ms = round(percentile(ok, 50), 1)
     result.accepted_p95_ms = round(percentile(ok, 95), 1)

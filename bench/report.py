@@ -179,7 +179,12 @@ def overload_table(files: dict[str, str]) -> str:
             continue
         b, s = data["burst"], data["sustainable"]
         command = command or data["command"]
-        other = ", ".join(f"{k}: {v}" for k, v in b["other"].items()) or "none"
+        outcomes = dict(b["other"])
+        if b.get("timed_out"):
+            outcomes["504 (deadline passed in the queue)"] = b["timed_out"]
+        if b.get("refused_without_retry_after"):
+            outcomes["503 without Retry-After"] = b["refused_without_retry_after"]
+        other = ", ".join(f"{k}: {v}" for k, v in outcomes.items()) or "none"
         rows.append(
             [
                 label,

