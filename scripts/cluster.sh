@@ -4,6 +4,7 @@
 #   scripts/cluster.sh up [--no-release]   build what is missing, start everything, install the chart
 #   scripts/cluster.sh status              what runs, the node, the release
 #   scripts/cluster.sh down [--keep-images]  stop everything `up` started; remove its images
+#   CLUSTER_IMAGE_TAG=local-<id> scripts/cluster.sh up   reuse a loaded image instead of building
 #
 # Every component is pinned (scripts/cluster/versions.sh) and built from the package registries
 # (Go module proxy, Debian, PyPI): Kubernetes from k8s.io/kubernetes, CoreDNS, the pause
@@ -44,7 +45,7 @@ NODE_NAME=$(hostname | tr '[:upper:]' '[:lower:]')
 CHART_COPY=$CLUSTER_DIR/chart
 RELEASE_TIMEOUT=${RELEASE_TIMEOUT:-10m}
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 require_root() { [ "$(id -u)" -eq 0 ] || die "run as root (containerd, the kubelet and iptables need it)"; }
 
@@ -61,6 +62,7 @@ prepare_chart() {
 }
 
 deploy_dns() {
+  # shellcheck disable=SC2016  # envsubst's list of variables to replace, not an expansion
   COREDNS_IMAGE=$COREDNS_IMAGE CLUSTER_DNS_IP=$CLUSTER_DNS_IP \
     envsubst '${COREDNS_IMAGE} ${CLUSTER_DNS_IP}' <"$ROOT/deploy/local-cluster/coredns.yaml" \
     | kubectl_ apply -f - >/dev/null
@@ -98,7 +100,12 @@ cmd_up() {
   system_images
   monitoring_images
   local tag=""
-  [ "$release" = 1 ] && tag=$(project_image)
+  if [ "$release" = 1 ]; then
+    # CLUSTER_IMAGE_TAG: reuse an image already built and loaded (local/resnet-serving:<tag>).
+    tag=${CLUSTER_IMAGE_TAG:-}
+    [ -n "$tag" ] || tag=$(project_image)
+    load_project_image "$tag"
+  fi
   node_up
   deploy_dns
   monitoring_deploy

@@ -18,6 +18,7 @@ log() { printf '\033[1m==> [e2e] %s\033[0m\n' "$*" >&2; }
 
 [ -x .venv/bin/pytest ] || { log "no .venv: running scripts/install.sh"; scripts/install.sh; }
 
+# shellcheck disable=SC2317  # runs from the EXIT trap
 down() {
   local rc=$?
   if [ "${E2E_KEEP:-0}" = 1 ]; then

@@ -49,7 +49,7 @@ base_images() {
 # that a changed image changes the chart's image tag and `helm upgrade` rolls the pods.
 project_image() {
   log "building the project image from ./Dockerfile (PYTHON_IMAGE=$LOCAL_PYTHON_IMAGE, torch from PyPI, weights $LOCAL_MODEL_WEIGHTS)"
-  local id tag
+  local id
   # TORCH_INDEX_URL empty: PyPI's torch (the CPU index is not reachable from these machines).
   DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain -t "$PROJECT_IMAGE_REPOSITORY:build" \
     --build-arg PYTHON_IMAGE="$LOCAL_PYTHON_IMAGE" --build-arg TORCH_INDEX_URL= \
@@ -59,13 +59,26 @@ project_image() {
     || die "docker build failed (log: $CLUSTER_LOGS/image-build.log)"
   id=$("$DOCKER" image inspect -f '{{.Id}}' "$PROJECT_IMAGE_REPOSITORY:build")
   id=${id#sha256:}
-  tag=local-${id:0:12}
-  "$DOCKER" tag "$PROJECT_IMAGE_REPOSITORY:build" "$PROJECT_IMAGE_REPOSITORY:$tag"
-  image_loaded "$PROJECT_IMAGE_REPOSITORY:$tag" || {
-    log "loading $PROJECT_IMAGE_REPOSITORY:$tag into containerd ($("$DOCKER" image inspect -f '{{.Size}}' "$PROJECT_IMAGE_REPOSITORY:$tag" | numfmt --to=iec))"
-    load_image "$PROJECT_IMAGE_REPOSITORY:$tag"
-  }
-  echo "$tag"
+  echo "local-${id:0:12}"
+}
+
+# load_project_image TAG: into containerd, once; earlier builds go (each is several GB, and the
+# disk is what the kubelet evicts pods for).
+load_project_image() {
+  local tag=$1 ref old
+  ref=$PROJECT_IMAGE_REPOSITORY:$tag
+  "$DOCKER" image inspect "$ref" >/dev/null 2>&1 || "$DOCKER" tag "$PROJECT_IMAGE_REPOSITORY:build" "$ref"
+  if ! image_loaded "$ref"; then
+    log "loading $ref into containerd ($("$DOCKER" image inspect -f '{{.Size}}' "$ref" | numfmt --to=iec))"
+    load_image "$ref"
+  fi
+  [ -f "$CLUSTER_DIR/images" ] || return 0
+  for old in $(grep -x "$PROJECT_IMAGE_REPOSITORY:local-.*" "$CLUSTER_DIR/images" | grep -vxF "$ref"); do
+    "${CTR[@]}" images rm "docker.io/$old" >/dev/null 2>&1 || true
+    "$DOCKER" image rm "$old" >/dev/null 2>&1 || true
+    grep -vxF "$old" "$CLUSTER_DIR/images" >"$CLUSTER_DIR/images.new" || true
+    mv "$CLUSTER_DIR/images.new" "$CLUSTER_DIR/images"
+  done
 }
 
 system_images() {

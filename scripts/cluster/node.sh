@@ -36,6 +36,17 @@ write_credentials() {
   openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
     -out "$pki/apiserver.crt" -days 365 -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$sans") \
     2>/dev/null || die "could not sign the apiserver certificate"
+  # The aggregation layer (metrics-server's APIService): the apiserver proxies to it with a
+  # client certificate from its own CA, which the aggregated server checks.
+  if [ ! -f "$pki/front-proxy-client.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/front-proxy-ca.key" -out "$pki/front-proxy-ca.crt" \
+      -days 365 -subj "/CN=resnet-serving-local-front-proxy-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout "$pki/front-proxy-client.key" -out "$pki/front-proxy-client.csr" \
+      -subj "/CN=front-proxy-client" 2>/dev/null
+    openssl x509 -req -in "$pki/front-proxy-client.csr" -CA "$pki/front-proxy-ca.crt" -CAkey "$pki/front-proxy-ca.key" \
+      -CAcreateserial -out "$pki/front-proxy-client.crt" -days 365 \
+      -extfile <(printf 'extendedKeyUsage=clientAuth\n') 2>/dev/null || die "could not sign the front-proxy certificate"
+  fi
   # One admin token per cluster, random, readable by root only.
   if [ ! -f "$pki/tokens.csv" ]; then
     (umask 077 && echo "$(openssl rand -hex 24),admin,admin,system:masters" >"$pki/tokens.csv")
@@ -67,7 +78,10 @@ write_kubelet_config() {
   # failCgroupV1: Kubernetes 1.37 refuses cgroup v1 unless told, and this VM has only v1.
   # Anonymous, AlwaysAllow: metrics-server and Prometheus read the kubelet without a client
   # certificate; the kubelet port is reachable only from this machine and its pods.
-  # Eviction thresholds low: the project image is several GB and the disk is shared.
+  # Eviction thresholds in absolute terms and low: the project image is several GB and this
+  # shared disk is large but mostly used by others (a percentage of it evicted every pod).
+  # No image garbage collection: nothing can be pulled again here, so a collected image
+  # would leave its pods in ErrImageNeverPull; `down` removes the images instead.
   cat >"$CLUSTER_RUN/kubelet-config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -80,9 +94,10 @@ containerRuntimeEndpoint: unix://$CONTAINERD_SOCKET
 clusterDomain: cluster.local
 clusterDNS: [$CLUSTER_DNS_IP]
 resolvConf: /etc/resolv.conf
-evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%", nodefs.inodesFree: "2%"}
-imageGCHighThresholdPercent: 99
-imageGCLowThresholdPercent: 98
+evictionHard: {memory.available: "100Mi", nodefs.available: "1Gi", imagefs.available: "1Gi", nodefs.inodesFree: "1%"}
+evictionPressureTransitionPeriod: 30s
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 YAML
 }
@@ -110,7 +125,11 @@ node_up() {
       --client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
       --service-account-issuer=https://kubernetes.default.svc.cluster.local \
       --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-      --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true
+      --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
+      --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+      --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+      --requestheader-extra-headers-prefix=X-Remote-Extra- --enable-aggregator-routing=true \
+      --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key"
   fi
   write_kubeconfig
   wait_for 120 "kube-apiserver /readyz" kubectl_ get --raw /readyz

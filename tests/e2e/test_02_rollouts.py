@@ -28,7 +28,10 @@ def _config_value(cluster: Cluster, key: str) -> str | None:
 
 
 def _pod_names(cluster: Cluster) -> set[str]:
-    return {p["metadata"]["name"] for p in cluster.pods()}
+    """The pods that serve or will: those being deleted (draining) do not count."""
+    return {
+        p["metadata"]["name"] for p in cluster.pods() if not p["metadata"].get("deletionTimestamp")
+    }
 
 
 def _checksum(cluster: Cluster) -> str:

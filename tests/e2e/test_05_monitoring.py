@@ -53,9 +53,13 @@ def test_prometheus_scrapes_every_pod_on_the_metrics_port_and_loads_every_rule(
 
     started = time.monotonic()
     up = wait_until("Prometheus to scrape every pod", all_up, 240, 3)
-    assert all(
-        t["discoveredLabels"].get("__meta_kubernetes_endpoint_port_name") == port_name for t in up
-    )
+    # The port the ServiceMonitor names, by Endpoints or EndpointSlice discovery.
+    ports = {
+        t["discoveredLabels"].get("__meta_kubernetes_endpointslice_port_name")
+        or t["discoveredLabels"].get("__meta_kubernetes_endpoint_port_name")
+        for t in up
+    }
+    assert ports == {port_name}, ports
 
     expected = {
         rule.get("alert") or rule.get("record")
