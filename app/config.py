@@ -135,6 +135,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest accepted image in pixels (width x height): stops decompression bombs.",
     )
+    max_pixels_in_flight: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Memory budget for images being decoded, in RGB pixels (4 bytes each). Each image "
+            "reserves its decoder's measured peak from its header (a PNG about 1.1x its pixels, "
+            "a WebP 4-5x) until its tensor exists; one that does not fit waits, then gets 503 "
+            "`memory_busy`. 0 = half of what the loaded model leaves free under the container's "
+            "memory limit, or 384 MiB without a limit."
+        ),
+    )
     max_batch_files: int = Field(
         16, ge=1, le=256, description="Most images in one `POST /predict/batch` request."
     )

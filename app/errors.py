@@ -124,6 +124,14 @@ class OverloadedError(ServingError):
     code = "overloaded"
 
 
+class MemoryBusyError(ServingError):
+    """The images being decoded hold the decode memory budget, and this one's deadline passed
+    while it waited for room."""
+
+    status_code = 503
+    code = "memory_busy"
+
+
 class DeadlineExceededError(ServingError):
     status_code = 504
     code = "deadline_exceeded"

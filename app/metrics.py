@@ -130,6 +130,19 @@ class Metrics:
             registry=r,
         )
 
+        # --- decode memory budget -----------------------------------------------------------
+        self.decode_memory_in_flight = Gauge(
+            "decode_memory_in_flight_bytes",
+            "Decode memory reserved by images being decoded now (their measured peak).",
+            registry=r,
+        )
+        self.decode_memory_budget = Gauge(
+            "decode_memory_budget_bytes",
+            "The decode memory budget: SERVING_MAX_PIXELS_IN_FLIGHT x 4, or derived from the "
+            "memory limit once the model is loaded.",
+            registry=r,
+        )
+
         # --- model state --------------------------------------------------------------------
         self.model_info = Gauge(
             "model_info",

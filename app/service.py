@@ -20,8 +20,8 @@ import torch
 from app.batcher import Batcher
 from app.config import Settings
 from app.cpu import default_torch_threads, lower_thread_priority
+from app.decoding import ImageDecoder, Preprocessed
 from app.errors import NotReadyError
-from app.imaging import decode_image
 from app.metrics import Metrics
 from app.preprocess import Preprocessor
 from app.runtime import ModelRuntime, runs_on_gpu
@@ -64,14 +64,6 @@ class Prediction:
     image_size: tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Preprocessed:
-    tensor: torch.Tensor
-    image_format: str
-    image_size: tuple[int, int]
-    decode_s: float
-
-
 class PredictionService:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -90,13 +82,12 @@ class PredictionService:
             else "cpu"
         )
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._decode_pool = ThreadPoolExecutor(
-            max_workers=settings.decode_workers, thread_name_prefix="decode"
+        self.decoder = ImageDecoder(
+            workers=settings.decode_workers,
+            max_pixels=settings.max_image_pixels,
+            pixels_in_flight=settings.max_pixels_in_flight,
+            metrics=metrics,
         )
-        # Bounds images being decoded or waiting for a decode thread: past it, callers wait
-        # here (holding no pixels) instead of piling decoded images up in memory.
-        self._decode_slots = asyncio.Semaphore(settings.decode_workers * 4)
-        self._decoding = 0  # accepted images not yet in the batch queue
         self.fetcher = UrlFetcher(
             policy=AddressPolicy(
                 allow_private=settings.allow_private_urls,
@@ -191,6 +182,8 @@ class PredictionService:
             dtype=info.dtype,
             compiled=str(info.compiled).lower(),
         ).set(1)
+        # Loaded and warmed: the RSS now is the baseline the decode budget is derived from.
+        self.decoder.size_budget()
         self._set_state(State.READY, "ready")
         log.info(
             "model ready",
@@ -220,7 +213,7 @@ class PredictionService:
         if self._batcher is not None:
             await self._batcher.close(timeout_s)
         await self.fetcher.aclose()
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.decoder.shutdown()
         self._model_thread.shutdown(wait=False, cancel_futures=True)
 
     # --- requests ---------------------------------------------------------------------------
@@ -243,7 +236,7 @@ class PredictionService:
         Retry-After) when draining, when the queue is full, or when the expected wait already
         exceeds the request's deadline. Cheap; called first by every prediction route."""
         batcher, _ = self.require_ready()
-        batcher.admit(deadline, ahead=self._decoding + images - 1)
+        batcher.admit(deadline, ahead=self.decoder.pending + images - 1)
 
     def require_ready_model(self) -> tuple[ModelRuntime, WeightsSource, Preprocessor]:
         _, preprocessor = self.require_ready()
@@ -251,30 +244,10 @@ class PredictionService:
         assert self.source is not None
         return self.runtime, self.source, preprocessor
 
-    def _decode(self, data: bytes, preprocessor: Preprocessor) -> Preprocessed:
-        started = time.perf_counter()
-        decoded = decode_image(
-            data,
-            max_pixels=self.settings.max_image_pixels,
-            draft_short_side=preprocessor.resize_size,
-        )
-        tensor = preprocessor(decoded.image)
-        return Preprocessed(
-            tensor, decoded.format, decoded.original_size, time.perf_counter() - started
-        )
-
-    async def preprocess(self, data: bytes) -> Preprocessed:
+    async def preprocess(self, data: bytes, deadline: float | None = None) -> Preprocessed:
         _, preprocessor = self.require_ready()
         self.metrics.image_bytes.observe(len(data))
-        self._decoding += 1
-        try:
-            async with self._decode_slots:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self._decode_pool, self._decode, data, preprocessor
-                )
-        finally:
-            self._decoding -= 1
+        result = await self.decoder.preprocess(data, preprocessor, deadline=deadline)
         self.metrics.image_decode_duration.observe(result.decode_s)
         return result
 
@@ -313,7 +286,7 @@ class PredictionService:
     async def predict_bytes(
         self, data: bytes, *, top_k: int, deadline: float | None = None
     ) -> Prediction:
-        item = await self.preprocess(data)
+        item = await self.preprocess(data, deadline)
         return await self.classify(item, top_k=top_k, deadline=deadline)
 
     async def predict_url(
@@ -331,5 +304,5 @@ class PredictionService:
             self.metrics.url_fetch_duration.labels(outcome=outcome).observe(
                 time.perf_counter() - started
             )
-        item = await self.preprocess(fetched.data)
+        item = await self.preprocess(fetched.data, deadline)
         return await self.classify(item, top_k=top_k, deadline=deadline, fetch_s=fetched.seconds)

@@ -1,0 +1,240 @@
+"""A memory budget for decoded images in flight.
+
+Counting images bounds nothing when one 49-megapixel PNG of 160 KB decodes to 200-700 MB. So
+every image, once its header is read and before any pixel is decoded, reserves what its decode
+will really cost at the peak (`decode_peak_bytes`), and gives it back when its tensor exists and
+the decoded image is freed. An image that does not fit waits (first come, first served) within
+its deadline, then gets 503 `memory_busy`; one larger than the whole budget gets 413.
+
+The cost model is per pixel and follows what the code allocates; bench/decode_memory.py measures
+the real peak (RSS high-water mark, one subprocess per image) for every decoder and the common
+modes, and a test keeps the model at or above every measured figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.imaging import OpenedImage
+
+MIB = 1 << 20
+# An RGB pixel as Pillow holds it (RGBX): the unit of SERVING_MAX_PIXELS_IN_FLIGHT.
+RGB_PIXEL_BYTES = 4
+# Without a memory limit: room for one 49 MP grayscale PNG, or two RGB ones at a time.
+FALLBACK_BUDGET_BYTES = 384 * MIB
+# With a limit: this share of what the loaded model leaves free (the rest is for queued
+# tensors, batches, request bodies and the allocator's slack), never below the floor.
+LIMIT_SHARE = 0.5
+MIN_BUDGET_BYTES = 64 * MIB
+
+# Over the modelled peak: allocator rounding and measurement noise (measured peaks sit 0-3 %
+# above the model), and a fixed part for codec state, the resize's rows and the tensor.
+_MARGIN = 1.10
+_FIXED_BYTES = 4 * MIB
+
+_ONE_BYTE_MODES = frozenset({"1", "L", "P"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def _stored(mode: str) -> int:
+    """Bytes per pixel of a Pillow image in `mode` (multi-band and 32-bit modes take 4)."""
+    if mode in _ONE_BYTE_MODES:
+        return 1
+    return 2 if mode in _SIXTEEN_BIT_MODES else 4
+
+
+def _conversion(mode: str, transparent: bool) -> int:
+    """Peak bytes per pixel while the decoded image becomes RGB (app.imaging.to_rgb), the
+    decoded image still alive."""
+    s = _stored(mode)
+    if mode == "RGB":
+        return s
+    if mode in _SIXTEEN_BIT_MODES or mode == "F":  # array copy, scaled copy, uint8
+        return max(3 * s + 1, s + 1 + RGB_PIXEL_BYTES)
+    if mode == "I":  # array copy, shifted, clipped, uint8
+        return 4 * s + 1
+    if mode in _ALPHA_MODES or transparent:  # RGBA copy (not for RGBA), white, composite
+        return (s if mode == "RGBA" else s + 4) + 8
+    return s + RGB_PIXEL_BYTES
+
+
+def _tiff_strip_bytes(opened: OpenedImage) -> int:
+    """libtiff decodes a strip (or tile row) at a time into a buffer of its own: up to the whole
+    image when the file is one strip."""
+    tags = getattr(opened.image, "tag_v2", {})
+    width, height = opened.size
+    rows = tags.get(323) or tags.get(278) or height  # TileLength, RowsPerStrip
+    bits = tags.get(258) or (8,)  # BitsPerSample, one per sample
+    samples = max(int(tags.get(277) or 1), len(bits) if isinstance(bits, tuple) else 1)
+    depth = max(bits) if isinstance(bits, tuple) else int(bits)
+    raw = math.ceil(samples * depth / 8)
+    return min(int(rows), height) * width * max(raw, RGB_PIXEL_BYTES)
+
+
+def _jpeg_coefficient_bytes(opened: OpenedImage, data: bytes) -> int:
+    """Progressive and multi-scan JPEGs keep every DCT coefficient of the whole image (2 bytes
+    per sample, full resolution, whatever the draft scale) until the last scan is read."""
+    progressive = "progressive" in opened.image.info or "progression" in opened.image.info
+    if not progressive and data.count(b"\xff\xda") <= 1:  # SOS markers: 0xFFDA never occurs
+        return 0  # inside entropy-coded data (0xFF is stuffed there), so this counts scans
+    width, height = opened.original_size
+    # Components at their sampling (4:2:0 colour: 1 + 1/4 + 1/4 of the pixels).
+    layers = getattr(opened.image, "layer", None) or [(0, 1, 1, 0)] * len(opened.image.getbands())
+    top_h = max(int(layer[1]) for layer in layers) or 1
+    top_v = max(int(layer[2]) for layer in layers) or 1
+    samples = sum(int(layer[1]) * int(layer[2]) for layer in layers) / (top_h * top_v)
+    return int(2 * samples * width * height)
+
+
+def _may_rotate(opened: OpenedImage, data: bytes) -> bool:
+    """Whether EXIF/XMP orientation will transpose the image (a second full copy for a moment).
+    PNG can carry its metadata after the pixels, where the header read cannot see it: any
+    metadata chunk counts as a rotation there."""
+    if opened.format == "PNG":
+        return any(m in data for m in (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp"))
+    try:
+        return opened.image.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:
+        return True
+
+
+def decode_peak_bytes(opened: OpenedImage, data: bytes) -> int:
+    """What decoding and preprocessing this image will add to the process's memory at its
+    peak, from its header alone."""
+    width, height = opened.size
+    pixels = width * height
+    mode = opened.mode
+    stored = _stored(mode)
+    transparent = mode == "P" and "transparency" in opened.image.info
+    # Buffers that live only while the decoder runs, and those that stay with the image.
+    decoding = 0
+    lasting = 0
+    if opened.format == "WEBP":  # libwebp's two canvases + the frame's bytes, Pillow's copy
+        decoding, lasting = 12 * pixels, 8 * pixels
+    elif opened.format == "TIFF":
+        decoding = _tiff_strip_bytes(opened)
+    elif opened.format == "BMP":  # RLE: the pure-Python decoder's buffer and its bytes copy
+        decoding = 2 * stored * pixels
+    elif opened.format == "JPEG":
+        decoding = _jpeg_coefficient_bytes(opened, data)
+    peak = max(
+        stored * pixels + decoding,
+        _conversion(mode, transparent) * pixels + lasting,
+        2 * stored * pixels + lasting if _may_rotate(opened, data) else 0,
+    )
+    return int(peak * _MARGIN) + _FIXED_BYTES
+
+
+def budget_bytes(
+    pixels_setting: int, *, limit: int | None, baseline: int | None
+) -> tuple[int, str]:
+    """The budget and how it was chosen: SERVING_MAX_PIXELS_IN_FLIGHT when set; else a share of
+    the memory limit the loaded model leaves free; else the fallback."""
+    if pixels_setting > 0:
+        return pixels_setting * RGB_PIXEL_BYTES, "SERVING_MAX_PIXELS_IN_FLIGHT"
+    if limit is None:
+        return FALLBACK_BUDGET_BYTES, "no memory limit: fallback"
+    free = limit - (baseline or 0)
+    share = int(free * LIMIT_SHARE)
+    return max(MIN_BUDGET_BYTES, share), f"{LIMIT_SHARE:.0%} of (limit {limit} - RSS {baseline})"
+
+
+@dataclass(eq=False)
+class _Waiter:
+    need: int
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+class MemoryBudget:
+    """Bytes reserved by images being decoded. Thread-safe: decode threads take and give back
+    reservations; the event loop queues the images that must wait, first come first served."""
+
+    def __init__(self, capacity: int, on_change: Callable[[int], None] | None = None) -> None:
+        self.capacity = capacity
+        self._in_use = 0
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()
+        self._on_change = on_change
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self._in_use)
+
+    def try_acquire(self, need: int) -> bool:
+        """Reserve at once if it fits and nobody waits ahead; from any thread."""
+        with self._lock:
+            if self._waiters or self._in_use + need > self.capacity:
+                return False
+            self._in_use += need
+            self._changed()
+            return True
+
+    def release(self, need: int) -> None:
+        """Give a reservation back and hand the room to waiters in order; from any thread."""
+        with self._lock:
+            self._in_use -= need
+            granted = self._grant_locked()
+            self._changed()
+        for waiter in granted:
+            waiter.loop.call_soon_threadsafe(self._deliver, waiter)
+
+    def _grant_locked(self) -> list[_Waiter]:
+        granted = []
+        while self._waiters and self._in_use + self._waiters[0].need <= self.capacity:
+            waiter = self._waiters.popleft()
+            self._in_use += waiter.need
+            granted.append(waiter)
+        return granted
+
+    def _deliver(self, waiter: _Waiter) -> None:
+        if waiter.future.done():  # it gave up (deadline, disconnect) after being granted
+            self.release(waiter.need)
+        else:
+            waiter.future.set_result(None)
+
+    async def acquire(self, need: int, deadline: float | None) -> bool:
+        """Wait for `need` bytes until `deadline` (time.monotonic); False when it passed."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._waiters and self._in_use + need <= self.capacity:
+                self._in_use += need
+                self._changed()
+                return True
+            waiter = _Waiter(need, loop.create_future(), loop)
+            self._waiters.append(waiter)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.future
+            return True
+        except TimeoutError:
+            self._abandon(waiter)
+            return False
+        except BaseException:
+            self._abandon(waiter)
+            raise
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        with self._lock:
+            queued = waiter in self._waiters
+            if queued:
+                self._waiters.remove(waiter)
+            granted = self._grant_locked()  # the head may have left: others may fit now
+            self._changed()
+        for other in granted:
+            other.loop.call_soon_threadsafe(self._deliver, other)
+        if not queued and waiter.future.done() and not waiter.future.cancelled():
+            self.release(waiter.need)  # granted just as it gave up: give it back
+        # Granted but not yet delivered: `_deliver` finds the future cancelled and releases.
