@@ -73,12 +73,12 @@ load_project_image() {
     load_image "$ref"
   fi
   [ -f "$CLUSTER_DIR/images" ] || return 0
-  for old in $(grep -x "$PROJECT_IMAGE_REPOSITORY:local-.*" "$CLUSTER_DIR/images" | grep -vxF "$ref"); do
+  grep -x "$PROJECT_IMAGE_REPOSITORY:local-.*" "$CLUSTER_DIR/images" | grep -vxF "$ref" | while read -r old; do
     "${CTR[@]}" images rm "docker.io/$old" >/dev/null 2>&1 || true
     "$DOCKER" image rm "$old" >/dev/null 2>&1 || true
     grep -vxF "$old" "$CLUSTER_DIR/images" >"$CLUSTER_DIR/images.new" || true
     mv "$CLUSTER_DIR/images.new" "$CLUSTER_DIR/images"
-  done
+  done || true
 }
 
 system_images() {

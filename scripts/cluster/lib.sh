@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the paths are used by the other parts
 # Shared helpers of scripts/cluster.sh and its parts (sourced, never run).
 # Paths: everything the cluster writes lives under .tools/cluster/ of the checkout:
 #   bin/       binaries built from pinned Go modules, each with a .<name>.version stamp

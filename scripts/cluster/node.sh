@@ -208,13 +208,12 @@ node_down() {
     fi
     stop_daemon "${NODE_DAEMONS[i]}" 30
   done
-  [ -x "$CLUSTER_BIN/kube-proxy" ] && "$CLUSTER_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  if [ -x "$CLUSTER_BIN/kube-proxy" ]; then "$CLUSTER_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   remove_iptables_rules
   # Volumes the kubelet mounted (emptyDir, projected tokens) before the state goes.
-  local mount
-  for mount in $(awk -v run="$CLUSTER_RUN/" 'index($2, run) == 1 { print $2 }' /proc/mounts | sort -r); do
+  awk -v run="$CLUSTER_RUN/" 'index($2, run) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mount; do
     umount -l "$mount" 2>/dev/null || true
   done
-  ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE" 2>/dev/null || true
+  if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then ip link delete "$CNI_BRIDGE" 2>/dev/null || true; fi
   rm -rf /var/lib/cni/networks/resnet-serving "$CLUSTER_RUN"
 }
