@@ -59,12 +59,30 @@ def test_a_burst_of_64_large_pngs_kills_no_pod(
         if (s.get("lastState", {}).get("terminated") or {}).get("reason") == "OOMKilled"
     ]
     usage = cluster.raw(f"/apis/metrics.k8s.io/v1beta1/namespaces/{cluster.namespace}/pods")
+    # The container's own high-water mark since it started (cgroup v1 or v2), against its limit.
+    peaks = {
+        name: int(
+            cluster.kubectl_(
+                "exec",
+                "-n",
+                cluster.namespace,
+                name,
+                "--",
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null"
+                " || cat /sys/fs/cgroup/memory.peak",
+            ).strip()
+        )
+        for name in after
+    }
     figures["large_png_burst"] = {
         "images": BURST,
         "png_bytes": len(image),
         "pixels": SIDE * SIDE,
         "memory_limit": limit,
         "statuses": dict(statuses),
+        "memory_peak_bytes": peaks,
         "memory_after": {
             i["metadata"]["name"]: i["containers"][0]["usage"]["memory"] for i in usage["items"]
         },
