@@ -1,0 +1,199 @@
+"""Peak memory of a real server under bursts of max-pixel images, one burst per format.
+
+A `python -m app` process (optionally inside a memory-limited cgroup, as in a pod) gets 64
+concurrent uploads of the same 7000x7000 image (49 MP, just under SERVING_MAX_IMAGE_PIXELS),
+format after format. Recorded per burst: the status codes, the process's peak RSS (VmHWM, reset
+before each burst through /proc/PID/clear_refs where allowed; otherwise sampled), its growth over
+the baseline (RSS once ready), whether the kernel OOM-killed it, and a normal request after.
+
+    python -m bench.memory_burst --model resnet50 --limit-mib 1536 --json out.json
+    python -m bench.memory_burst --model resnet18 --env SERVING_MAX_PIXELS_IN_FLIGHT=0
+
+The figures for the chart's memory limits (docs/DEPLOYMENT.md) come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.big_images import BURST_IMAGES, IMAGES
+from bench.cgroup import MemoryCgroup
+from bench.images import small_jpeg
+from bench.procs import ManagedProcess, app_command, free_port
+
+MIB = 1 << 20
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class PeakRss:
+    """The process's peak RSS over an interval: VmHWM after a reset, or 50 ms samples."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.sampled = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.resettable = self._reset()
+
+    def _reset(self) -> bool:
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            with contextlib.suppress(OSError):
+                self.sampled = max(self.sampled, _status_kib(self.pid, "VmRSS") * 1024)
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        self._reset()
+        self.sampled = 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+    def peak(self) -> int:
+        with contextlib.suppress(OSError):
+            if self.resettable:
+                return max(self.sampled, _status_kib(self.pid, "VmHWM") * 1024)
+        return self.sampled
+
+
+async def burst(base_url: str, data: bytes, count: int, timeout_s: float) -> Counter[str]:
+    headers = {"content-type": "application/octet-stream", "X-Request-Timeout": str(timeout_s)}
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s + 60) as client:
+
+        async def one() -> str:
+            try:
+                response = await client.post("/predict", content=data, headers=headers)
+            except httpx.TransportError as exc:
+                return type(exc).__name__
+            code = response.json().get("error", {}).get("code") if response.status_code else None
+            return f"{response.status_code}" + (f" {code}" if code else "")
+
+        return Counter(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def metric(base_url: str, name: str) -> float | None:
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    env = {
+        "SERVING_MODEL_NAME": args.model,
+        "SERVING_MODEL_WEIGHTS": "random",
+        "SERVING_LOG_LEVEL": "warning",
+        **dict(item.split("=", 1) for item in args.env),
+    }
+    port = free_port()
+    env |= {"SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port)}
+    images = {name: IMAGES[name][2]() for name in args.images}
+    cgroup = MemoryCgroup(args.limit_mib * MIB) if args.limit_mib else None
+    log_path = Path(args.log)
+    result: dict[str, Any] = {"bursts": []}
+    with contextlib.ExitStack() as stack:
+        command = app_command()
+        if cgroup is not None:
+            stack.enter_context(cgroup)
+            command = cgroup.wrap(command)
+        server = stack.enter_context(ManagedProcess(command, env=env, log_path=log_path, port=port))
+        server.wait_ready()
+        time.sleep(1.0)
+        baseline = server.rss_bytes()
+        result |= {
+            "baseline_rss_bytes": baseline,
+            "budget_bytes": metric(server.base_url, "decode_memory_budget_bytes"),
+        }
+        peak = PeakRss(server.pid)
+        for name, data in images.items():
+            with peak.measuring():
+                statuses = asyncio.run(burst(server.base_url, data, args.concurrency, args.timeout))
+            alive = server.proc is not None and server.proc.poll() is None
+            after = None
+            if alive:
+                with httpx.Client(base_url=server.base_url, timeout=30) as client:
+                    after = client.post(
+                        "/predict", content=small_jpeg(), headers={"content-type": "image/jpeg"}
+                    ).status_code
+            row = {
+                "image": name,
+                "bytes": len(data),
+                "statuses": dict(statuses),
+                "peak_rss_bytes": peak.peak() if alive else None,
+                "peak_growth_bytes": peak.peak() - baseline if alive else None,
+                "alive": alive,
+                "oom_kills": cgroup.oom_kills() if cgroup is not None else None,
+                "normal_request_after": after,
+            }
+            print(json.dumps(row), flush=True)
+            result["bursts"].append(row)
+            if not alive:
+                break
+        result["cgroup_peak_bytes"] = cgroup.peak_bytes() if cgroup is not None else None
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--limit-mib", type=int, default=0, help="run in a cgroup this size")
+    parser.add_argument("--images", nargs="*", default=list(BURST_IMAGES))
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=10.0, help="X-Request-Timeout")
+    parser.add_argument("--env", nargs="*", default=[], help="more SERVING_X=value settings")
+    parser.add_argument(
+        "--log", default=str(Path(tempfile.gettempdir()) / "memory_burst-server.log")
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    result = {
+        "benchmark": "memory_burst",
+        "command": "python -m bench.memory_burst " + " ".join(argv or sys.argv[1:]),
+        "model": args.model,
+        "limit_mib": args.limit_mib or None,
+        "concurrency": args.concurrency,
+        "env": args.env,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+        **run(args),
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
