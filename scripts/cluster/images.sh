@@ -73,10 +73,18 @@ load_project_image() {
     load_image "$ref"
   fi
   [ -f "$CLUSTER_DIR/images" ] || return 0
+  local current_id
+  current_id=$("$DOCKER" image inspect -f '{{.Id}}' "$ref")
   grep -x "$PROJECT_IMAGE_REPOSITORY:local-.*" "$CLUSTER_DIR/images" | grep -vxF "$ref" | while read -r old; do
-    "${CTR[@]}" images rm "docker.io/$old" >/dev/null 2>&1 || true
+    # Its name, and the CRI's image-ID reference beside it (unless the ID is the current one).
+    local old_id
+    old_id=$("$DOCKER" image inspect -f '{{.Id}}' "$old" 2>/dev/null || echo "sha256:${old#*:local-}")
+    "${CTR[@]}" images rm --sync "docker.io/$old" >/dev/null 2>&1 || true
+    if [ "$old_id" != "$current_id" ]; then
+      "${CTR[@]}" images rm --sync "$old_id" >/dev/null 2>&1 || true
+    fi
     "$DOCKER" image rm "$old" >/dev/null 2>&1 || true
-    grep -vxF "$old" "$CLUSTER_DIR/images" >"$CLUSTER_DIR/images.new" || true
+    grep -vxF -e "$old" -e "$old_id" "$CLUSTER_DIR/images" >"$CLUSTER_DIR/images.new" || true
     mv "$CLUSTER_DIR/images.new" "$CLUSTER_DIR/images"
   done || true
 }
@@ -95,18 +103,26 @@ system_images() {
   fi
 }
 
-# `down` without --keep-images: every image `up` loaded into containerd, and the project
-# image builds in docker (the base images and BuildKit's cache stay: they are the cache).
+# What BuildKit may keep of its cache after `down`: the latest build's layers (torch and the
+# venv, ~5 GB with PyPI's CUDA wheels), so that the next `up` rebuilds in seconds, but not every
+# generation of them.
+BUILD_CACHE_KEEP=${BUILD_CACHE_KEEP:-12GB}
+
+# `down` without --keep-images: every image `up` loaded into containerd (--sync: their content
+# is collected before containerd stops), the project image builds in docker, and the build
+# cache beyond BUILD_CACHE_KEEP. The base images stay: they are the cache.
 remove_images() {
   local ref
   [ -f "$CLUSTER_DIR/images" ] || return 0
   while read -r ref; do
-    "${CTR[@]}" images rm "$ref" "docker.io/$ref" >/dev/null 2>&1 || true
+    "${CTR[@]}" images rm --sync "$ref" "docker.io/$ref" >/dev/null 2>&1 || true
     case $ref in
       "$PROJECT_IMAGE_REPOSITORY":*) "$DOCKER" image rm -f "$ref" >/dev/null 2>&1 || true ;;
     esac
   done <"$CLUSTER_DIR/images"
   "$DOCKER" image rm -f "$PROJECT_IMAGE_REPOSITORY:build" >/dev/null 2>&1 || true
+  "$DOCKER" image prune -f >/dev/null 2>&1 || true
+  "$DOCKER" builder prune -f --keep-storage "$BUILD_CACHE_KEEP" >/dev/null 2>&1 || true
   rm -f "$CLUSTER_DIR/images"
-  log "removed the images loaded into containerd"
+  log "removed the images loaded into containerd and the project image builds (build cache kept: $BUILD_CACHE_KEEP)"
 }

@@ -93,12 +93,16 @@ stop_daemon() {
 }
 
 # load_image REF: copy a docker image into containerd's k8s.io namespace (where the kubelet
-# looks) and remember it, so that `down` removes it.
+# looks) and remember it, so that `down` removes it: its name, and the image-ID reference
+# (sha256:<config digest>, the same ID as docker's) that the CRI adds beside it.
 load_image() {
-  local ref=$1
+  local ref=$1 id
   "$DOCKER" save "$ref" | "${CTR[@]}" images import - >/dev/null \
     || die "could not import $ref into containerd"
-  grep -qxF "$ref" "$CLUSTER_DIR/images" 2>/dev/null || echo "$ref" >>"$CLUSTER_DIR/images"
+  id=$("$DOCKER" image inspect -f '{{.Id}}' "$ref")
+  for ref in "$ref" "$id"; do
+    grep -qxF "$ref" "$CLUSTER_DIR/images" 2>/dev/null || echo "$ref" >>"$CLUSTER_DIR/images"
+  done
 }
 
 # image_loaded REF: containerd (k8s.io) already holds REF (short names as the kubelet reads
