@@ -82,8 +82,12 @@ def test_overlay_turns_off_the_subchart_and_serves_the_local_image(render: Rende
     assert container["image"] == "local/resnet-serving:local-0123456789ab"
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert deployment["spec"]["replicas"] == 2
-    # Two replicas and the surge pod of a rolling update fit on 2 CPUs.
+    # Two replicas and the surge pod of a rolling update fit on 2 CPUs, and the memory limit
+    # the e2e burst runs under is values-dev.yaml's own.
     assert container["resources"]["requests"]["cpu"] == "250m"
+    assert "resources" not in overlay
+    dev = yaml.safe_load(DEV.read_text())
+    assert container["resources"]["limits"]["memory"] == dev["resources"]["limits"]["memory"]
     configmap = only(manifests, "ConfigMap", deployment["metadata"]["name"])
     assert configmap["data"]["SERVING_MODEL_WEIGHTS"] == "random"
     # The ServiceMonitor and PrometheusRule carry the label the stand-in Prometheus selects.
