@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from chart.chartkit import Render, only
 
 ROOT = Path(__file__).resolve().parents[2]
