@@ -1,30 +1,36 @@
-"""In-process ceilings: how fast the model itself runs, without HTTP, decoding or queueing.
+"""In-process ceilings: how fast the model itself runs, without HTTP, decoding or queueing, and
+how fast the whole pipeline runs in process (decode + preprocess + model, no HTTP).
 
-For each backend configuration (precision, compiled or not) and batch size, the median time of
-a forward pass over real preprocessed photographs, and the images per second that gives. The
-end-to-end benchmark is judged against the fastest of these that the server can run.
+For each backend configuration (engine, precision, compiled or not) and batch size, the median
+time of a forward pass over real preprocessed photographs, and the images per second that gives.
+`pipeline` rows add decoding and preprocessing the benchmark's JPEG for every image of the batch,
+one after the other on the calling thread: the in-process end-to-end ceiling the HTTP server is
+judged against (it does the same work, plus HTTP, on the same CPUs).
 
-    python -m bench.ceiling --model resnet50 --batch-sizes 1,8 --json ceiling.json
+    python -m bench.ceiling --model resnet50 --backends openvino-bf16,torch-bf16 --json c.json
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from app.cpu import available_cpus
+from app.imaging import decode_image
 from app.preprocess import Preprocessor
 from app.runtime import ModelRuntime
-from app.runtime_options import DeviceChoice, Precision
+from app.runtime_options import BackendChoice, DeviceChoice, Precision
 from app.weights import load_model, resolve_weights
-from bench.images import sample_photos
+from bench.images import sample_photos, small_jpeg
 
 
 @dataclass(frozen=True)
@@ -33,13 +39,18 @@ class Backend:
     precision: Precision
     compiled: bool
     device: DeviceChoice = DeviceChoice.CPU
+    engine: BackendChoice = BackendChoice.TORCH
 
 
+_OV = BackendChoice.OPENVINO
 BACKENDS = {
-    "fp32": Backend("fp32", Precision.FP32, False),
-    "bf16": Backend("bf16", Precision.BF16, False),
-    "fp32-compiled": Backend("fp32-compiled", Precision.FP32, True),
-    "bf16-compiled": Backend("bf16-compiled", Precision.BF16, True),
+    "openvino-fp32": Backend("openvino-fp32", Precision.FP32, False, engine=_OV),
+    "openvino-bf16": Backend("openvino-bf16", Precision.BF16, False, engine=_OV),
+    "openvino-int8": Backend("openvino-int8", Precision.INT8, False, engine=_OV),
+    "torch-fp32": Backend("torch-fp32", Precision.FP32, False),
+    "torch-bf16": Backend("torch-bf16", Precision.BF16, False),
+    "torch-fp32-compiled": Backend("torch-fp32-compiled", Precision.FP32, True),
+    "torch-bf16-compiled": Backend("torch-bf16-compiled", Precision.BF16, True),
     "cuda-bf16": Backend("cuda-bf16", Precision.BF16, False, DeviceChoice.CUDA),
     "cuda-fp32": Backend("cuda-fp32", Precision.FP32, False, DeviceChoice.CUDA),
 }
@@ -54,6 +65,27 @@ class CeilingResult:
     images_per_s: float
     warmup_s: float
     iterations: int
+    # "model": the forward pass alone; "pipeline": decode + preprocess + forward pass.
+    kind: str = "model"
+    build_s: float = 0.0
+
+
+def _median_s(work: Callable[[], object], seconds: float, sync: bool) -> tuple[float, int]:
+    timings: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(timings) < 3:
+        started = time.perf_counter()
+        work()
+        if sync:
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings), len(timings)
+
+
+def _pipeline(
+    runtime: ModelRuntime, decoded_batch: Callable[[int], torch.Tensor], size: int
+) -> torch.Tensor:
+    return runtime.infer(decoded_batch(size))
 
 
 def measure(
@@ -63,51 +95,66 @@ def measure(
     *,
     seconds_per_point: float,
     num_threads: int,
+    pipeline: bool = False,
 ) -> list[CeilingResult]:
     source = resolve_weights(model_name, "random", allow_download=False)
+    started = time.perf_counter()
     runtime = ModelRuntime(
         load_model(source),
         num_threads=num_threads,
         device=backend.device,
         precision=backend.precision,
         compile_model=backend.compiled,
+        backend=backend.engine,
     )
+    build_s = time.perf_counter() - started
     pre = Preprocessor.from_transforms(source.meta_weights.transforms())
     photos = [pre(p) for p in sample_photos()]
     warmup_s = runtime.warm_up(batch_sizes, pre.crop_size)
+    sync = runtime.device.type == "cuda"
+    jpeg = small_jpeg()
+
+    def decoded_batch(size: int) -> torch.Tensor:
+        images = []
+        for _ in range(size):
+            decoded = decode_image(jpeg, max_pixels=50_000_000, draft_short_side=pre.resize_size)
+            images.append(pre(decoded.image))
+        return torch.stack(images)
+
     results = []
     for size in batch_sizes:
         batch = torch.stack([photos[i % len(photos)] for i in range(size)])
-        timings: list[float] = []
-        deadline = time.perf_counter() + seconds_per_point
-        while time.perf_counter() < deadline or len(timings) < 3:
-            started = time.perf_counter()
-            runtime.infer(batch)
-            if runtime.device.type == "cuda":
-                torch.cuda.synchronize()
-            timings.append(time.perf_counter() - started)
-        median = statistics.median(timings)
-        results.append(
-            CeilingResult(
-                backend=backend.name,
-                threads=num_threads,
-                batch_size=size,
-                median_batch_ms=round(median * 1000, 3),
-                images_per_s=round(size / median, 2),
-                warmup_s=round(warmup_s, 2),
-                iterations=len(timings),
+        kinds: list[tuple[str, Callable[[], object]]] = [
+            ("model", functools.partial(runtime.infer, batch))
+        ]
+        if pipeline:
+            kinds.append(("pipeline", functools.partial(_pipeline, runtime, decoded_batch, size)))
+        for kind, work in kinds:
+            median, iterations = _median_s(work, seconds_per_point, sync)
+            results.append(
+                CeilingResult(
+                    backend=backend.name,
+                    threads=num_threads,
+                    batch_size=size,
+                    median_batch_ms=round(median * 1000, 3),
+                    images_per_s=round(size / median, 2),
+                    warmup_s=round(warmup_s, 2),
+                    iterations=iterations,
+                    kind=kind,
+                    build_s=round(build_s, 2),
+                )
             )
-        )
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--backends", default="fp32,bf16")
+    parser.add_argument("--backends", default="openvino-bf16,torch-bf16")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=0, help="0 = available CPUs")
+    parser.add_argument("--pipeline", action="store_true", help="also decode + preprocess")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
@@ -115,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.backends.split(","):
         for result in measure(
-            args.model, BACKENDS[name], sizes, seconds_per_point=args.seconds, num_threads=threads
+            args.model,
+            BACKENDS[name],
+            sizes,
+            seconds_per_point=args.seconds,
+            num_threads=threads,
+            pipeline=args.pipeline,
         ):
             rows.append(asdict(result))
             print(json.dumps(rows[-1]), flush=True)

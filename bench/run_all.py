@@ -1,14 +1,16 @@
 """One command for the whole performance picture, measured in one run on one machine:
 
-1. in-process ceilings of each backend (no HTTP);
+1. in-process ceilings of each backend (no HTTP): the model alone, and the whole pipeline
+   (decode + preprocess + model) for the end-to-end ceiling;
 2. decode + preprocess cost (small photo, 12 MP photo, with and without draft decoding);
 3. a closed-loop concurrency sweep against the plain per-request baseline server and our server
-   in each configuration;
-4. the targets of docs/PERFORMANCE.md evaluated as ratios measured in this run;
+   in each configuration (the defaults first: OpenVINO on a CPU), with each server's start-up
+   time to ready;
+4. the targets of docs/PERFORMANCE.md evaluated in this run (absolute figures and ratios);
 5. JSON results and a PNG plot in bench/results/.
 
-    python -m bench.run_all                      # the full run (about 10-15 minutes)
-    python -m bench.run_all --quick              # a smoke run (about a minute)
+    python -m bench.run_all                      # the full run (about 20 minutes)
+    python -m bench.run_all --quick              # a smoke run (about two minutes)
     python -m bench.run_all --compile            # also the torch.compile configuration
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -28,7 +31,13 @@ from typing import Any
 
 import torch
 
-from app.cpu import available_cpus, cpu_flags, cpu_has_native_bf16, default_torch_threads
+from app.cpu import (
+    available_cpus,
+    cpu_flags,
+    cpu_has_native_bf16,
+    cpu_model_name,
+    default_torch_threads,
+)
 from bench import ceiling, preprocess_bench
 from bench.images import small_jpeg
 from bench.loadgen import run_load
@@ -47,29 +56,30 @@ class ServerConfig:
 
 
 def machine_info() -> dict[str, Any]:
-    model_name = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     flags = cpu_flags()
+    try:
+        from app.backends.openvino_backend import import_openvino
+
+        openvino: str | None = import_openvino().get_version()
+    except ImportError:
+        openvino = None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": model_name,
+        "cpu": cpu_model_name(),
         "cpus_available": available_cpus(),
         "bf16_native": cpu_has_native_bf16(flags),
         "amx": "amx_bf16" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "openvino": openvino,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
-def server_configs(model: str, *, with_compile: bool, with_cuda: bool) -> list[ServerConfig]:
+def server_configs(
+    model: str, *, with_compile: bool, with_cuda: bool, with_int8: bool = True
+) -> list[ServerConfig]:
     base = {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
             "SERVING_LOG_LEVEL": "warning", "SERVING_DEVICE": "cpu"}  # fmt: skip
     all_cpus = str(available_cpus())
@@ -80,43 +90,62 @@ def server_configs(model: str, *, with_compile: bool, with_cuda: bool) -> list[S
         if with_cuda
         else ServerConfig("baseline (plain FastAPI, fp32, per request)", "baseline")
     )
+    native = cpu_has_native_bf16()
+    fast = "bf16" if native else "fp32"  # what SERVING_PRECISION=auto picks on this CPU
     configs = [
         baseline,
-        ServerConfig("serving fp32", "serving", {**base, "SERVING_PRECISION": "fp32"}, "fp32"),
+        # The defaults as shipped: SERVING_BACKEND=auto (OpenVINO on a CPU), precision auto.
+        ServerConfig(f"serving defaults (OpenVINO {fast})", "serving", base, f"openvino-{fast}"),
     ]
-    if cpu_has_native_bf16():
-        configs.append(
-            ServerConfig("serving bf16", "serving", {**base, "SERVING_PRECISION": "bf16"}, "bf16")
-        )
-        # The thread defaults under test: the model at the same priority as HTTP, and one
-        # CPU fewer for the model (docs/PERFORMANCE.md, "Threads").
+    if native:
         configs.append(
             ServerConfig(
-                "serving bf16, model at HTTP's priority",
+                "serving OpenVINO fp32",
                 "serving",
-                {**base, "SERVING_PRECISION": "bf16", "SERVING_MODEL_THREAD_NICENESS": "0"},
-                "bf16",
+                {**base, "SERVING_PRECISION": "fp32"},
+                "openvino-fp32",
             )
         )
-        if int(all_cpus) > 1:
-            fewer = str(int(all_cpus) - 1)
-            configs.append(
-                ServerConfig(
-                    f"serving bf16, {fewer} torch thread(s)",
-                    "serving",
-                    {**base, "SERVING_PRECISION": "bf16", "SERVING_NUM_THREADS": fewer},
-                    "bf16",
-                )
+    if with_int8:
+        configs.append(
+            ServerConfig(
+                "serving OpenVINO int8",
+                "serving",
+                {**base, "SERVING_PRECISION": "int8"},
+                "openvino-int8",
             )
-        if with_compile:
-            configs.append(
-                ServerConfig(
-                    "serving bf16 compiled",
-                    "serving",
-                    {**base, "SERVING_PRECISION": "bf16", "SERVING_COMPILE": "true"},
-                    "bf16-compiled",
-                )
+        )
+    # The thread defaults under test: the model at the same priority as HTTP, and one CPU
+    # fewer for the model (docs/PERFORMANCE.md, "Threads").
+    configs.append(
+        ServerConfig(
+            "serving defaults, model at HTTP's priority",
+            "serving",
+            {**base, "SERVING_MODEL_THREAD_NICENESS": "0"},
+            f"openvino-{fast}",
+        )
+    )
+    if int(all_cpus) > 1:
+        fewer = str(int(all_cpus) - 1)
+        configs.append(
+            ServerConfig(
+                f"serving defaults, {fewer} inference thread(s)",
+                "serving",
+                {**base, "SERVING_NUM_THREADS": fewer},
+                f"openvino-{fast}",
             )
+        )
+    torch_env = {**base, "SERVING_BACKEND": "torch", "SERVING_PRECISION": fast}
+    configs.append(ServerConfig(f"serving torch {fast}", "serving", torch_env, f"torch-{fast}"))
+    if with_compile:
+        configs.append(
+            ServerConfig(
+                f"serving torch {fast} compiled",
+                "serving",
+                {**torch_env, "SERVING_COMPILE": "true"},
+                f"torch-{fast}-compiled",
+            )
+        )
     if with_cuda:
         configs.append(
             ServerConfig(
@@ -154,9 +183,13 @@ def sweep(
     log_dir: Path,
 ) -> list[dict[str, Any]]:
     body = small_jpeg()
+    started = time.monotonic()
     server = start_server(config, model, log_dir)
     try:
         server.wait_ready(timeout_s=900)
+        # Process start to /ready 200: imports, load, conversion, calibration, warm-up.
+        ready_s = round(time.monotonic() - started, 1)
+        rss_mb = round(server.rss_bytes() / 2**20, 1)
         rows = []
         for level in levels:
             result = asyncio.run(
@@ -169,7 +202,10 @@ def sweep(
                     warmup_s=min(3.0, duration_s / 4),
                 )
             )
-            row = {"config": config.name, **asdict(result)}
+            # The machine's 1-minute load average after the point: shared machines are noisy,
+            # and this says how noisy (2 CPUs at a load of 8 run everything ~4x slower).
+            row = {"config": config.name, "ready_s": ready_s, "rss_ready_mb": rss_mb,
+                   "load_1m": round(os.getloadavg()[0], 1), **asdict(result)}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
         return rows
@@ -183,34 +219,42 @@ def _at(rows: list[dict[str, Any]], config: str, concurrency: int) -> dict[str, 
     )
 
 
+def _best_ceiling(ceilings: list[dict[str, Any]], backend: str | None, kind: str) -> float:
+    rows = [r for r in ceilings if r["backend"] == backend and r.get("kind", "model") == kind]
+    return max((r["images_per_s"] for r in rows), default=0.0)
+
+
 def evaluate(
     configs: list[ServerConfig],
     e2e: list[dict[str, Any]],
     ceilings: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The targets, as ratios measured in this run."""
+    """The targets of issue 11, judged on the configuration a user gets without setting
+    anything (the first serving configuration: the defaults), measured in this run."""
     baseline = configs[0].name
     ours = [c for c in configs if c.kind == "serving"]
+    judged = ours[0]
     measured = sorted({r["concurrency"] for r in e2e})
     level = 10 if 10 in measured else max(x for x in measured if x <= 10)
     best = max(
         ours,
         key=lambda c: (_at(e2e, c.name, level) or {"throughput_rps": 0})["throughput_rps"],
     )
-    at10 = _at(e2e, best.name, 10)
+    at10 = _at(e2e, judged.name, 10)
+    at1 = _at(e2e, judged.name, 1)
     base10 = _at(e2e, baseline, 10)
     base1 = _at(e2e, baseline, 1)
-    ceiling_rows = [r for r in ceilings if r["backend"] == best.backend]
-    # "The fastest backend we ship": the best in-process figure of any backend on this device,
-    # whichever configuration served best end to end.
-    on_gpu = (best.backend or "").startswith("cuda")
-    same_device = [r for r in ceilings if r["backend"].startswith("cuda") == on_gpu]
-    best_ceiling = max((r["images_per_s"] for r in same_device), default=0.0)
-    # The model's own batch-1 latency, with the thread count the server runs by default (every
-    # CPU: the most threads measured).
-    batch1_rows = [r for r in ceiling_rows if r["batch_size"] == 1]
+    # The in-process end-to-end ceiling: decode + preprocess + model, no HTTP, same CPUs.
+    pipeline = _best_ceiling(ceilings, judged.backend, "pipeline")
+    model_only = _best_ceiling(ceilings, judged.backend, "model")
+    batch1_rows = [
+        r
+        for r in ceilings
+        if r["backend"] == judged.backend
+        and r["batch_size"] == 1
+        and r.get("kind", "model") == "model"
+    ]
     batch1 = max(batch1_rows, key=lambda r: r["threads"]) if batch1_rows else None
-    at1 = _at(e2e, best.name, 1)
     our_names = {c.name for c in ours}
     failures = {
         str(level): sum(
@@ -219,28 +263,40 @@ def evaluate(
         for level in (10, 32, 64)
         if any(r["concurrency"] == level for r in e2e)
     }
-    out: dict[str, Any] = {"best_config": best.name, "failures_by_concurrency": failures}
+    out: dict[str, Any] = {
+        "judged_config": judged.name,
+        "best_config": best.name,
+        "failures_by_concurrency": failures,
+        "ready_s": (at1 or at10 or {}).get("ready_s"),
+    }
+    if at10:
+        rps = at10["throughput_rps"]
+        out["rps_at_10"] = {"value": rps, "target": 140.0, "met": rps >= 140.0}
+        out["p95_ms_at_10"] = {"value": at10["p95_ms"], "aim": 100.0, "met": at10["p95_ms"] <= 100}
+    if at1:
+        out["p50_ms_at_1"] = {"value": at1["p50_ms"], "target": 15.0, "met": at1["p50_ms"] <= 15}
+    if at10 and pipeline:
+        ratio = at10["throughput_rps"] / pipeline
+        out["throughput_vs_pipeline_ceiling_at_10"] = {
+            "ratio": round(ratio, 3),
+            "ceiling_img_s": pipeline,
+            "target": 0.85,
+            "met": ratio >= 0.85,
+        }
+    if at10 and model_only:
+        out["throughput_vs_model_ceiling_at_10"] = {
+            "ratio": round(at10["throughput_rps"] / model_only, 3),
+            "ceiling_img_s": model_only,
+        }
     if at10 and base10 and base10["throughput_rps"] > 0:
         ratio = at10["throughput_rps"] / base10["throughput_rps"]
         out["throughput_vs_baseline_at_10"] = {"ratio": round(ratio, 2), "target": 4.0,
                                                "met": ratio >= 4.0}  # fmt: skip
-    if at10 and best_ceiling:
-        ratio = at10["throughput_rps"] / best_ceiling
-        out["throughput_vs_ceiling_at_10"] = {
-            "ratio": round(ratio, 3),
-            "ceiling_img_s": best_ceiling,
-            "target": 0.85,
-            "met": ratio >= 0.85,
-        }
-    if at10:
-        out["p95_ms_at_10"] = {"value": at10["p95_ms"], "aim": 100.0, "met": at10["p95_ms"] <= 100}
     if at1 and batch1:
         ratio = at1["p50_ms"] / batch1["median_batch_ms"]
         out["p50_at_1_vs_model_batch1"] = {
             "ratio": round(ratio, 3),
             "model_batch1_ms": batch1["median_batch_ms"],
-            "target": 1.10,
-            "met": ratio <= 1.10,
         }
     if at1 and base1:
         # The same HTTP and decode work on both sides: what batching adds at one client.
@@ -274,11 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     suffix = f"-{args.tag}" if args.tag else ""
     started = time.time()
 
-    configs = server_configs(args.model, with_compile=args.compile, with_cuda=with_cuda)
+    configs = server_configs(
+        args.model, with_compile=args.compile, with_cuda=with_cuda, with_int8=not args.quick
+    )
+    if args.quick:  # the baseline, the defaults and torch: enough to see the tools work
+        configs = [c for c in configs if c.kind == "baseline" or c is configs[1]
+                   or c.name.startswith("serving torch")]  # fmt: skip
     if args.only:
         words = args.only.split(",")
         configs = [c for c in configs if c.kind == "baseline" or any(w in c.name for w in words)]
-    backends = sorted({c.backend for c in configs if c.backend})
+    backends = list(dict.fromkeys(c.backend for c in configs if c.backend))
     ceiling_rows: list[dict[str, Any]] = []
     thread_counts = sorted({available_cpus(), max(1, available_cpus() - 1)})
     for name in backends:
@@ -290,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                 [1, 8] if not name.startswith("cuda") else [1, 8, 32],
                 seconds_per_point=1.0 if args.quick else 5.0,
                 num_threads=threads,
+                # The end-to-end ceiling, for the configuration judged (the defaults).
+                pipeline=name == backends[0] and threads == max(thread_counts),
             ):
                 ceiling_rows.append(asdict(result))
                 print(json.dumps(ceiling_rows[-1]), flush=True)
