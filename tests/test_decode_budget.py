@@ -122,9 +122,10 @@ async def test_waiters_are_served_in_order_when_room_frees_up() -> None:
 async def test_a_waiter_gives_up_at_its_deadline_and_leaves_no_trace() -> None:
     budget = MemoryBudget(100)
     assert budget.try_acquire(100)
-    started = time.monotonic()
-    assert not await budget.acquire(50, deadline=time.monotonic() + 0.1)
-    assert time.monotonic() - started < 2
+    # It returns False by itself, nobody having released anything (wait_for only guards a hang).
+    assert not await asyncio.wait_for(
+        budget.acquire(50, deadline=time.monotonic() + 0.1), timeout=60
+    )
     budget.release(100)
     assert budget.in_use == 0
     assert budget.try_acquire(100)  # no stale waiter blocks the queue
