@@ -90,17 +90,8 @@ load_project_image() {
 }
 
 system_images() {
-  local dir
-  if ! image_loaded "$PAUSE_IMAGE"; then
-    dir=$(mktemp -d) && cp "$CLUSTER_BIN/pause" "$dir/"
-    scratch_image "$PAUSE_IMAGE" "$dir" '["/pause"]' && rm -rf "$dir"
-    load_image "$PAUSE_IMAGE"
-  fi
-  if ! image_loaded "$COREDNS_IMAGE"; then
-    dir=$(mktemp -d) && cp "$CLUSTER_BIN/coredns" "$dir/"
-    scratch_image "$COREDNS_IMAGE" "$dir" '["/coredns"]' && rm -rf "$dir"
-    load_image "$COREDNS_IMAGE"
-  fi
+  binary_image "$PAUSE_IMAGE" pause
+  binary_image "$COREDNS_IMAGE" coredns
 }
 
 # What BuildKit may keep of its cache after `down`: the latest build's layers (torch and the

@@ -122,3 +122,22 @@ scratch_image() {
   tar -C "$2" -c . | "$DOCKER" import --change "ENTRYPOINT $3" - "$1" >/dev/null \
     || die "docker import $1 failed"
 }
+
+# binary_image REF BINARY: a scratch image with .tools/cluster/bin/BINARY as /bin/BINARY (where
+# upstream images keep theirs: the operator runs /bin/prometheus-config-reloader by that path),
+# loaded into containerd unless it is there already. The tag is the pinned version: a binary
+# rebuilt at the same version is only picked up after `down` (which removes the images).
+binary_image() {
+  local ref=$1 bin=$2 dir=$CLUSTER_BUILD/image-$2
+  if image_loaded "$ref"; then
+    log "image $ref already in containerd"
+    return 0
+  fi
+  [ -x "$CLUSTER_BIN/$bin" ] || die "$CLUSTER_BIN/$bin is missing (not built)"
+  log "image $ref: scratch + /bin/$bin, into containerd"
+  rm -rf "$dir" && mkdir -p "$dir/bin"
+  cp "$CLUSTER_BIN/$bin" "$dir/bin/$bin"
+  scratch_image "$ref" "$dir" "[\"/bin/$bin\"]"
+  rm -rf "$dir"
+  load_image "$ref"
+}

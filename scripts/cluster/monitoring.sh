@@ -111,30 +111,11 @@ monitoring_build() {
   fi
 }
 
-# _mon_image REF BINARY: a scratch image with .tools/cluster/bin/BINARY as /bin/BINARY (where
-# the upstream images keep it: the operator runs /bin/prometheus-config-reloader by that path),
-# loaded into containerd unless it is there already. The tag is the pinned version: a binary
-# rebuilt at the same version is only picked up after `down` (which removes the images).
-_mon_image() {
-  local ref=$1 bin=$2 dir=$CLUSTER_BUILD/image-$2
-  if image_loaded "$ref"; then
-    log "image $ref already in containerd"
-    return 0
-  fi
-  [ -x "$CLUSTER_BIN/$bin" ] || die "$CLUSTER_BIN/$bin is missing (monitoring_build first)"
-  log "image $ref: scratch + /bin/$bin, into containerd"
-  rm -rf "$dir" && mkdir -p "$dir/bin"
-  cp "$CLUSTER_BIN/$bin" "$dir/bin/$bin"
-  scratch_image "$ref" "$dir" "[\"/bin/$bin\"]"
-  rm -rf "$dir"
-  load_image "$ref"
-}
-
 monitoring_images() {
-  _mon_image "$MON_OPERATOR_IMAGE" prometheus-operator
-  _mon_image "$MON_RELOADER_IMAGE" prometheus-config-reloader
-  _mon_image "$MON_PROMETHEUS_IMAGE" prometheus
-  _mon_image "$MON_METRICS_SERVER_IMAGE" metrics-server
+  binary_image "$MON_OPERATOR_IMAGE" prometheus-operator
+  binary_image "$MON_RELOADER_IMAGE" prometheus-config-reloader
+  binary_image "$MON_PROMETHEUS_IMAGE" prometheus
+  binary_image "$MON_METRICS_SERVER_IMAGE" metrics-server
 }
 
 # _mon_apply FILE: server-side apply one manifest of deploy/local-cluster/monitoring with the
