@@ -78,9 +78,9 @@ load_project_image() {
   grep -x "$PROJECT_IMAGE_REPOSITORY:local-.*" "$CLUSTER_DIR/images" | grep -vxF "$ref" | while read -r old; do
     # Its name, and the CRI's image-ID reference beside it (unless the ID is the current one).
     local old_id
-    old_id=$("$DOCKER" image inspect -f '{{.Id}}' "$old" 2>/dev/null || echo "sha256:${old#*:local-}")
+    old_id=$("$DOCKER" image inspect -f '{{.Id}}' "$old" 2>/dev/null || true)
     "${CTR[@]}" images rm --sync "docker.io/$old" >/dev/null 2>&1 || true
-    if [ "$old_id" != "$current_id" ]; then
+    if [ -n "$old_id" ] && [ "$old_id" != "$current_id" ]; then
       "${CTR[@]}" images rm --sync "$old_id" >/dev/null 2>&1 || true
     fi
     "$DOCKER" image rm "$old" >/dev/null 2>&1 || true
