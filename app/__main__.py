@@ -41,7 +41,7 @@ def main() -> int:
     app = create_app(settings, on_fatal=on_fatal)
     try:
         # Before binding the port: a process without weights must not look alive.
-        app.state.service.resolve()
+        app.state.service.host.resolve()
     except WeightsUnavailableError as exc:
         print(f"resnet-serving: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -59,7 +59,7 @@ def main() -> int:
         # After SIGTERM: how long open requests may run before connections are closed.
         timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
     )
-    server = ServingServer(config, on_stop=app.state.service.start_draining)
+    server = ServingServer(config, on_stop=app.state.service.drain)
     server.run()
     if fatal:
         return EXIT_MODEL

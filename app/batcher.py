@@ -6,9 +6,10 @@ under load) and the batch is not full, it waits at most `max_delay_s` for more. 
 on an idle server goes straight to the model: batching adds no wait when there is no queue.
 While the model runs one batch, the next one queues up, so batch size follows load by itself.
 
-The queue is the single admission point: for overload (bounded depth; an expected wait longer
-than the request's deadline is refused at once), for deadlines (an image whose deadline passed
-while queued is dropped before the model runs) and for draining (`stop_accepting`, `close`).
+Admission (app/admission.py) decides who may join, from the queue's depth and the expected wait
+this module estimates (`expected_wait_s`). The queue itself enforces deadlines (an image whose
+deadline passed while queued is dropped before the model runs) and draining (`stop_accepting`,
+`close`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from app.errors import DeadlineExceededError, InferenceError, NotReadyError, OverloadedError
+from app.errors import DeadlineExceededError, InferenceError, NotReadyError
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,6 @@ class Batcher:
         executor: Executor,
         max_batch_size: int,
         max_delay_s: float,
-        max_queue_size: int,
         metrics: Metrics,
         model_label: str,
         clock: Callable[[], float] = time.monotonic,
@@ -79,7 +78,6 @@ class Batcher:
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
-        self.max_queue_size = max_queue_size
         self._metrics = metrics
         self._model_label = model_label
         self._clock = clock
@@ -126,16 +124,12 @@ class Batcher:
             self._idle.clear()
             await self._idle.wait()
 
-    # --- admission --------------------------------------------------------------------------
+    # --- what admission reads -------------------------------------------------------------
 
     @property
     def depth(self) -> int:
         """Images queued, not yet handed to the model."""
         return self._queue.qsize()
-
-    @property
-    def in_progress(self) -> int:
-        return self._running_batch
 
     def expected_wait_s(self, extra: int = 1) -> float | None:
         """How long `extra` more images would wait before their results arrive, from recent
@@ -150,58 +144,27 @@ class Batcher:
             remaining = max(0.0, per_batch - (self._clock() - self.stats.busy_since))
         return remaining + batches * per_batch
 
-    def admit(self, deadline: float | None, *, ahead: int = 0) -> None:
-        """Refuse at once what cannot be served in time, before any work is spent on it.
-
-        `ahead`: images accepted but not yet queued (still decoding), counted as queued.
-        Raises NotReadyError when draining, OverloadedError when the queue is full or the
-        expected wait exceeds the deadline."""
+    async def submit(
+        self, tensor: torch.Tensor, *, deadline: float | None = None
+    ) -> tuple[torch.Tensor, BatchTiming]:
+        """Queue one preprocessed image; returns its probability row and timings. Admission
+        (app/admission.py) has decided already that it may come; the queue only refuses once it
+        is closed (draining: NotReadyError), and raises DeadlineExceededError when the deadline
+        has passed already or passes while the image is queued (it is then never run)."""
         if not self._accepting:
             raise NotReadyError(
                 "the server is draining and takes no new requests", headers={"Retry-After": "1"}
             )
-        waiting = self.depth + ahead
-        if waiting >= self.max_queue_size:
-            self._metrics.rejected.labels(reason="queue_full").inc()
-            raise OverloadedError(
-                f"{waiting} images are already waiting (SERVING_MAX_QUEUE_SIZE); retry shortly",
-                headers={"Retry-After": self._retry_after()},
-            )
-        if deadline is None:
-            return
-        now = self._clock()
-        expected = self.expected_wait_s(extra=ahead + 1)
-        if expected is not None and now + expected > deadline:
-            self._metrics.rejected.labels(reason="expected_wait").inc()
-            raise OverloadedError(
-                f"the expected wait of {expected:.2f}s exceeds this request's remaining time "
-                f"of {max(0.0, deadline - now):.2f}s; retry shortly",
-                headers={"Retry-After": self._retry_after()},
-            )
-
-    async def submit(
-        self, tensor: torch.Tensor, *, deadline: float | None = None
-    ) -> tuple[torch.Tensor, BatchTiming]:
-        """Queue one preprocessed image; returns its probability row and timings.
-
-        Raises what `admit` raises, and DeadlineExceededError when the deadline has passed
-        already or passes while the image is queued (it is then never run)."""
         now = self._clock()
         if deadline is not None and now > deadline:
             self._metrics.rejected.labels(reason="deadline").inc()
             raise DeadlineExceededError("the request's deadline passed before it reached the queue")
-        self.admit(deadline)
         future: asyncio.Future[tuple[torch.Tensor, BatchTiming]] = (
             asyncio.get_running_loop().create_future()
         )
         self._queue.put_nowait(_Pending(tensor, future, now, deadline))
         self._metrics.queue_depth.set(self.depth)
         return await future
-
-    def _retry_after(self) -> str:
-        """Whole seconds until the current queue should have drained (at least 1)."""
-        expected = self.expected_wait_s(extra=0) or 1.0
-        return str(max(1, math.ceil(expected)))
 
     # --- the collector ----------------------------------------------------------------------
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from app.backends.base import InferenceBackend, RuntimeInfo
-from app.cpu import cpu_has_native_bf16
+from app.cpu import cpu_has_native_bf16, default_torch_threads
 from app.preprocess import Preprocessor
 from app.runtime_options import BackendChoice, DeviceChoice, Precision
 from app.weights import LoadedModel, WeightsSource
 
-__all__ = ["ModelRuntime", "RuntimeInfo", "resolve_backend", "runs_on_gpu"]
+__all__ = ["ModelRuntime", "RuntimeInfo", "RuntimePlan", "plan_runtime", "resolve_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,6 @@ def resolve_backend(
     return BackendChoice.OPENVINO
 
 
-def runs_on_gpu(
-    backend: BackendChoice, device: DeviceChoice, precision: Precision, compile_model: bool
-) -> bool:
-    resolved = resolve_backend(backend, device, precision, compile_model)
-    return resolved is BackendChoice.TORCH and wants_gpu(device)
-
-
 def select_device(choice: DeviceChoice) -> torch.device:
     if choice is DeviceChoice.CUDA:
         if not torch.cuda.is_available():
@@ -84,6 +78,43 @@ def crop_size(source: WeightsSource) -> int:
     return Preprocessor.from_transforms(source.meta_weights.transforms()).crop_size
 
 
+@dataclass(frozen=True)
+class RuntimePlan:
+    """Every start-up choice about where and how the model runs, made once (`plan_runtime`):
+    the engine, the device, the precision and the engine's threads."""
+
+    backend: BackendChoice  # concrete: openvino or torch
+    device: torch.device
+    precision: Precision  # concrete: fp32, bf16 or int8
+    num_threads: int
+    compile_model: bool = False
+    # OpenVINO failing to load under `auto` falls back to torch (logged); asked for, it fails.
+    fallback_to_torch: bool = True
+
+
+def plan_runtime(
+    *,
+    backend: BackendChoice = BackendChoice.AUTO,
+    device: DeviceChoice = DeviceChoice.CPU,
+    precision: Precision = Precision.FP32,
+    compile_model: bool = False,
+    num_threads: int = 0,
+) -> RuntimePlan:
+    """`SERVING_BACKEND`, `SERVING_DEVICE`, `SERVING_PRECISION`, `SERVING_NUM_THREADS` made
+    concrete. Threads 0 = the default for the device (`default_torch_threads`)."""
+    resolved = resolve_backend(backend, device, precision, compile_model)
+    on_cpu = resolved is BackendChoice.OPENVINO
+    chosen_device = torch.device("cpu") if on_cpu else select_device(device)
+    return RuntimePlan(
+        backend=resolved,
+        device=chosen_device,
+        precision=select_precision(precision, chosen_device),
+        num_threads=num_threads or default_torch_threads(device_type=chosen_device.type),
+        compile_model=compile_model,
+        fallback_to_torch=backend is BackendChoice.AUTO,
+    )
+
+
 class ModelRuntime:
     def __init__(
         self,
@@ -94,19 +125,28 @@ class ModelRuntime:
         precision: Precision = Precision.FP32,
         compile_model: bool = False,
         backend: BackendChoice = BackendChoice.AUTO,
+        plan: RuntimePlan | None = None,
     ) -> None:
+        """`plan` when the caller made the choices already (the model host); otherwise they are
+        made here from the same arguments (benchmarks, tests)."""
+        plan = plan or plan_runtime(
+            backend=backend,
+            device=device,
+            precision=precision,
+            compile_model=compile_model,
+            num_threads=num_threads,
+        )
+        self.plan = plan
         self.source = loaded.source
         self.labels = loaded.labels
-        resolved = resolve_backend(backend, device, precision, compile_model)
-        on_cpu = resolved is BackendChoice.OPENVINO
-        self.device = torch.device("cpu") if on_cpu else select_device(device)
-        self.precision = select_precision(precision, self.device)
+        self.device = plan.device
+        self.precision = plan.precision
         engine: InferenceBackend | None = None
-        if resolved is BackendChoice.OPENVINO:
+        if plan.backend is BackendChoice.OPENVINO:
             try:
-                engine = self._openvino(loaded.model, num_threads)
+                engine = self._openvino(loaded.model, plan.num_threads)
             except Exception as exc:
-                if backend is BackendChoice.OPENVINO or self.precision is Precision.INT8:
+                if not plan.fallback_to_torch or self.precision is Precision.INT8:
                     raise
                 log.warning(
                     "OpenVINO could not load the model (%s: %s); falling back to torch",
@@ -120,8 +160,8 @@ class ModelRuntime:
                 loaded.model,
                 device=self.device,
                 precision=self.precision,
-                num_threads=num_threads,
-                compile_model=compile_model,
+                num_threads=plan.num_threads,
+                compile_model=plan.compile_model,
             )
         self._engine = engine
         self.info: RuntimeInfo = engine.info

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message
 
+from app.api.context import RequestContext, request_context
 from app.errors import ServingError
 
 log = logging.getLogger(__name__)
@@ -28,13 +32,31 @@ _HTTP_CODES = {
 }
 
 
-def request_id_of(request: Request) -> str | None:
-    value = request.scope.get("state", {}).get("request_id")
-    return value if isinstance(value, str) else None
-
-
 def error_payload(code: str, message: str, request_id: str | None) -> dict[str, object]:
-    return {"error": {"code": code, "message": message}, "request_id": request_id}
+    """The one shape of every error body."""
+    return {"error": {"code": code, "message": message}, "request_id": request_id or None}
+
+
+async def send_error(
+    send: Callable[[Message], Awaitable[None]],
+    status: int,
+    code: str,
+    message: str,
+    context: RequestContext,
+) -> None:
+    """The error body, sent as plain ASGI (for middleware, outside FastAPI's handlers)."""
+    body = json.dumps(error_payload(code, message, context.request_id)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(
@@ -45,11 +67,10 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """The JSON error response; also records the code for the access log and metrics."""
-    state = request.scope.setdefault("state", {})
-    state["error_code"] = code
-    request_id = request_id_of(request)
+    context = request_context(request)
+    context.error_code = code
     return JSONResponse(
-        error_payload(code, message, request_id), status_code=status, headers=headers
+        error_payload(code, message, context.request_id), status_code=status, headers=headers
     )
 
 

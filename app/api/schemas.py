@@ -1,17 +1,29 @@
 """Response and request bodies as pydantic models: the OpenAPI document is generated from these,
-so /docs always matches what the service sends."""
+so /docs always matches what the service sends. Each response model builds itself from the
+core's result (`of`), so routes only choose which one to send."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import time
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import ServingError
+from app.host import HostStatus, ModelCard
+from app.pipeline import Prediction
 
 
 class ClassScoreOut(BaseModel):
     label: str = Field(description="Human-readable class name from the weights' metadata.")
     class_id: int = Field(description="Index of the class in the model's output (0-999).")
     score: float = Field(description="Softmax probability, 0..1.")
+
+    @classmethod
+    def all_of(cls, prediction: Prediction) -> list[Self]:
+        return [
+            cls(label=p.label, class_id=p.class_id, score=p.score) for p in prediction.predictions
+        ]
 
 
 class TimingOut(BaseModel):
@@ -22,11 +34,29 @@ class TimingOut(BaseModel):
     total: float = Field(description="Whole request inside the server, ms.")
     batch_size: int = Field(description="Images in the forward pass this image ran in.")
 
+    @classmethod
+    def of(cls, prediction: Prediction, started: float) -> Self:
+        """`started`: time.perf_counter() when the request arrived."""
+        t = prediction.timing
+        return cls(
+            fetch=None if t.fetch_ms is None else round(t.fetch_ms, 3),
+            decode=round(t.decode_ms, 3),
+            queue=round(t.queue_ms, 3),
+            inference=round(t.inference_ms, 3),
+            total=round((time.perf_counter() - started) * 1000.0, 3),
+            batch_size=prediction.batch_size,
+        )
+
 
 class ImageOut(BaseModel):
     format: str = Field(description="Detected format: JPEG, PNG, WEBP, GIF, BMP or TIFF.")
     width: int
     height: int
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> Self:
+        width, height = prediction.image_size
+        return cls(format=prediction.image_format, width=width, height=height)
 
 
 class PredictResponse(BaseModel):
@@ -36,6 +66,19 @@ class PredictResponse(BaseModel):
     predictions: list[ClassScoreOut] = Field(description="Top-k classes, highest score first.")
     image: ImageOut
     timing_ms: TimingOut
+
+    @classmethod
+    def of(
+        cls, prediction: Prediction, *, request_id: str, model: str, weights: str, started: float
+    ) -> Self:
+        return cls(
+            request_id=request_id,
+            model=model,
+            weights=weights,
+            predictions=ClassScoreOut.all_of(prediction),
+            image=ImageOut.of(prediction),
+            timing_ms=TimingOut.of(prediction, started),
+        )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -86,6 +129,22 @@ class BatchItemOut(BaseModel):
     timing_ms: TimingOut | None = None
     error: ErrorBody | None = Field(None, description="Why this image failed, when it did.")
 
+    @classmethod
+    def of(cls, index: int, filename: str | None, prediction: Prediction, started: float) -> Self:
+        return cls(
+            index=index,
+            filename=filename,
+            predictions=ClassScoreOut.all_of(prediction),
+            image=ImageOut.of(prediction),
+            timing_ms=TimingOut.of(prediction, started),
+        )
+
+    @classmethod
+    def failed(cls, index: int, filename: str | None, error: ServingError) -> Self:
+        return cls(
+            index=index, filename=filename, error=ErrorBody(code=error.code, message=error.message)
+        )
+
 
 class BatchResponse(BaseModel):
     request_id: str
@@ -94,6 +153,18 @@ class BatchResponse(BaseModel):
     results: list[BatchItemOut] = Field(description="One entry per file, in request order.")
     succeeded: int
     failed: int
+
+    @classmethod
+    def of(cls, results: list[BatchItemOut], *, request_id: str, model: str, weights: str) -> Self:
+        failed = sum(1 for r in results if r.error is not None)
+        return cls(
+            request_id=request_id,
+            model=model,
+            weights=weights,
+            results=results,
+            succeeded=len(results) - failed,
+            failed=failed,
+        )
 
 
 class UrlRequest(BaseModel):
@@ -124,6 +195,21 @@ class ReadyResponse(BaseModel):
     device: str | None = None
     dtype: str | None = None
 
+    @classmethod
+    def of(cls, status: HostStatus) -> Self:
+        return cls(
+            status=status.state.value,
+            ready=status.ready,
+            detail=status.detail,
+            model=status.model,
+            weights=status.weights,
+            weights_source=status.weights_source,
+            random_weights=status.random_weights,
+            backend=status.backend,
+            device=status.device,
+            dtype=status.dtype,
+        )
+
 
 class ModelInfoResponse(BaseModel):
     model: str
@@ -142,10 +228,35 @@ class ModelInfoResponse(BaseModel):
     num_threads: int = Field(description="Threads of the forward pass.")
     max_batch_size: int
 
+    @classmethod
+    def of(cls, card: ModelCard) -> Self:
+        pre = card.preprocessor
+        return cls(
+            model=card.model,
+            weights=card.weights,
+            weights_source=card.weights_source,
+            random_weights=card.random_weights,
+            num_classes=card.num_classes,
+            input_size=pre.crop_size,
+            resize_size=pre.resize_size,
+            mean=list(pre.mean),
+            std=list(pre.std),
+            backend=card.backend,
+            device=card.device,
+            dtype=card.dtype,
+            compiled=card.compiled,
+            num_threads=card.num_threads,
+            max_batch_size=card.max_batch_size,
+        )
+
 
 class LabelsResponse(BaseModel):
     model: str
     labels: list[str] = Field(description="Class names; the list index is the class_id.")
+
+    @classmethod
+    def of(cls, card: ModelCard) -> Self:
+        return cls(model=card.model, labels=list(card.labels))
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

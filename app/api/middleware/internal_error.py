@@ -1,0 +1,39 @@
+"""The last resort: an exception no handler turned into a response becomes a JSON 500 in the
+same shape as every other error (and is logged with its traceback), instead of a bare text."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.context import context_of
+from app.api.errors import send_error
+
+log = logging.getLogger("app.access")
+
+
+class InternalErrorMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            context = context_of(scope)
+            log.exception("unhandled error", extra={"request_id": context.request_id})
+            context.error_code = "internal_error"
+            if not started:
+                await send_error(send, 500, "internal_error", "internal server error", context)

@@ -1,0 +1,183 @@
+"""The request pipeline: an admitted image in, class scores out.
+
+    fetch (URL only) -> decode + preprocess (bounded pool, memory budget) -> batch queue ->
+    model thread -> probabilities -> top-k
+
+Every call carries the admission `Ticket` of its request (app/admission.py): the deadline
+comes from it, and each image leaves it as it enters the batch queue. The pipeline runs on the
+engine the model host loaded (`start`); it knows nothing of HTTP or of the protocol that asked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from app.admission import Ticket
+from app.batcher import Batcher, BatchTiming
+from app.decoding import ImageDecoder, Preprocessed
+from app.errors import NotReadyError
+from app.host import Engine
+from app.metrics import Metrics
+from app.url_fetch import UrlFetcher
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    label: str
+    class_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    fetch_ms: float | None
+    decode_ms: float
+    queue_ms: float
+    inference_ms: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    predictions: list[ClassScore]
+    timing: Timing
+    batch_size: int
+    image_format: str
+    image_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One image's full probability row, for protocols that return every class."""
+
+    probabilities: torch.Tensor
+    timing: BatchTiming
+
+
+class RequestPipeline:
+    def __init__(
+        self,
+        *,
+        decoder: ImageDecoder,
+        fetcher: UrlFetcher,
+        metrics: Metrics,
+        model_name: str,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+    ) -> None:
+        self.decoder = decoder
+        self.fetcher = fetcher
+        self.metrics = metrics
+        self.model_name = model_name
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self._engine: Engine | None = None
+        self._batcher: Batcher | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self, engine: Engine) -> Batcher:
+        """Run on the loaded engine; returns the batch queue (admission reads its depth)."""
+        self._engine = engine
+        self._batcher = Batcher(
+            engine.runtime.infer,
+            executor=engine.thread,
+            max_batch_size=self.max_batch_size,
+            max_delay_s=self.max_batch_delay_s,
+            metrics=self.metrics,
+            model_label=self.model_name,
+        )
+        self._batcher.start()
+        return self._batcher
+
+    def stop_accepting(self) -> None:
+        if self._batcher is not None:
+            self._batcher.stop_accepting()
+
+    async def close(self, timeout_s: float) -> None:
+        """Queued images still get their answers (bounded by `timeout_s`), then it stops."""
+        if self._batcher is not None:
+            await self._batcher.close(timeout_s)
+        await self.fetcher.aclose()
+        self.decoder.shutdown()
+
+    def _running(self) -> tuple[Engine, Batcher]:
+        if self._engine is None or self._batcher is None:
+            raise NotReadyError("the model is not ready", headers={"Retry-After": "5"})
+        return self._engine, self._batcher
+
+    # --- stages -----------------------------------------------------------------------------
+
+    async def fetch(self, url: str) -> tuple[bytes, float]:
+        """The image at `url` and the seconds its download took (app/url_fetch.py's policy)."""
+        outcome = "ok"
+        started = time.perf_counter()
+        try:
+            fetched = await self.fetcher.fetch(url)
+        except Exception as exc:
+            outcome = getattr(exc, "code", "error")
+            raise
+        finally:
+            self.metrics.url_fetch_duration.labels(outcome=outcome).observe(
+                time.perf_counter() - started
+            )
+        return fetched.data, fetched.seconds
+
+    async def decode(self, data: bytes, ticket: Ticket) -> Preprocessed:
+        engine, _ = self._running()
+        self.metrics.image_bytes.observe(len(data))
+        result = await self.decoder.preprocess(data, engine.preprocessor, deadline=ticket.deadline)
+        self.metrics.image_decode_duration.observe(result.decode_s)
+        return result
+
+    async def score(self, tensor: torch.Tensor, ticket: Ticket) -> Scored:
+        """One preprocessed image [3, S, S] through the batch queue and the model."""
+        _, batcher = self._running()
+        ticket.hand_off()
+        probabilities, timing = await batcher.submit(tensor, deadline=ticket.deadline)
+        return Scored(probabilities, timing)
+
+    def top_k(self, probabilities: torch.Tensor, k: int) -> list[ClassScore]:
+        engine, _ = self._running()
+        scores, indices = torch.topk(probabilities, min(k, probabilities.shape[0]))
+        return [
+            ClassScore(label=engine.labels[i], class_id=i, score=float(p))
+            for p, i in zip(scores.tolist(), indices.tolist(), strict=True)
+        ]
+
+    def count(self, probabilities: torch.Tensor) -> None:
+        """Prediction metrics for one classified image: the count and its top-1 class."""
+        engine, _ = self._running()
+        top1 = int(torch.argmax(probabilities))
+        self.metrics.prediction_count.labels(model=self.model_name).inc()
+        self.metrics.predicted_class.labels(
+            model=self.model_name, class_name=engine.labels[top1]
+        ).inc()
+
+    # --- whole requests ---------------------------------------------------------------------
+
+    async def classify_bytes(
+        self, data: bytes, ticket: Ticket, *, top_k: int, fetch_s: float | None = None
+    ) -> Prediction:
+        item = await self.decode(data, ticket)
+        scored = await self.score(item.tensor, ticket)
+        self.count(scored.probabilities)
+        t = scored.timing
+        return Prediction(
+            predictions=self.top_k(scored.probabilities, top_k),
+            timing=Timing(
+                fetch_ms=None if fetch_s is None else fetch_s * 1000.0,
+                decode_ms=item.decode_s * 1000.0,
+                queue_ms=t.queue_s * 1000.0,
+                inference_ms=t.inference_s * 1000.0,
+            ),
+            batch_size=t.batch_size,
+            image_format=item.image_format,
+            image_size=item.image_size,
+        )
+
+    async def classify_url(self, url: str, ticket: Ticket, *, top_k: int) -> Prediction:
+        data, seconds = await self.fetch(url)
+        return await self.classify_bytes(data, ticket, top_k=top_k, fetch_s=seconds)
