@@ -273,6 +273,19 @@ def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
         assert server.terminate(timeout_s=30) == 0
 
 
+def test_metrics_on_a_separate_port(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random",
+           "SERVING_METRICS_PORT": str(port)}  # fmt: skip
+    with app_process(env, log_path=tmp_path / "log") as server:
+        server.wait_ready()
+        assert httpx.get(f"{server.base_url}/metrics").status_code == 404
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200
+        assert "request_count_total" in scraped.text
+        assert server.terminate() == 0
+
+
 def test_python_warnings_become_json_log_lines(tmp_path: Path) -> None:
     """A decompression-bomb header makes Pillow warn; the log stream must stay JSON."""
     from helpers.hostile import png_zero_bomb

@@ -1,0 +1,74 @@
+"""Admission control on a real server process over sockets: a full queue and an expected wait
+beyond the client's deadline are refused up front with 503 `overloaded`.
+
+The slow server (resnet50, fp32, one thread, one image per forward pass: ~0.1-0.3 s per image
+here) makes a queue form with a handful of clients, so refusals are observable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from bench.procs import ManagedProcess, app_process
+from helpers.predict import apost_photo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    env = {
+        "SERVING_MODEL_NAME": "resnet50",
+        "SERVING_MODEL_WEIGHTS": "random",
+        "SERVING_PRECISION": "fp32",
+        "SERVING_NUM_THREADS": "1",
+        "SERVING_DECODE_WORKERS": "1",
+        "SERVING_MAX_BATCH_SIZE": "1",
+        "SERVING_MAX_QUEUE_SIZE": "4",
+        "SERVING_LOG_LEVEL": "warning",
+    }
+    log = tmp_path_factory.mktemp("slow") / "server.log"
+    with app_process(env, log_path=log) as proc:
+        proc.wait_ready()
+        yield proc
+
+
+async def burst(base_url: str, count: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        return list(await asyncio.gather(*(apost_photo(client) for _ in range(count))))
+
+
+def test_full_queue_is_refused_fast_with_retry_after(slow_server: ManagedProcess) -> None:
+    responses = asyncio.run(burst(slow_server.base_url, 24))
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[200] >= 4  # a full queue (SERVING_MAX_QUEUE_SIZE=4), at least
+    assert statuses[503] >= 1
+    for response in responses:
+        if response.status_code == 503:
+            body = response.json()
+            assert body["error"]["code"] == "overloaded"
+            assert int(response.headers["retry-after"]) >= 1
+    # How fast refusals come is a benchmark figure (bench/overload.py, "p95 refusal").
+
+
+def test_expected_wait_beyond_the_deadline_is_refused_up_front(
+    slow_server: ManagedProcess,
+) -> None:
+    async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
+        async with httpx.AsyncClient(base_url=slow_server.base_url, timeout=120) as client:
+            load = [asyncio.create_task(apost_photo(client)) for _ in range(4)]
+            await asyncio.sleep(0.5)  # the queue holds several images now
+            hurried = await apost_photo(client, {"X-Request-Timeout": "0.05"})
+            return list(await asyncio.gather(*load)), hurried
+
+    load, hurried = asyncio.run(scenario())
+    assert all(r.status_code in (200, 503) for r in load)
+    # Refused up front, from the estimate: not a 504 after waiting in the queue.
+    assert hurried.status_code == 503, hurried.text
+    assert hurried.json()["error"]["code"] == "overloaded"
+    assert "expected wait" in hurried.json()["error"]["message"]
