@@ -1,6 +1,6 @@
 """Fixtures of the chart tests: pinned tools from .tools/, and the chart rendered offline.
 
-The tools (helm, helm-unittest, kubeconform) and the offline schemas come from
+The tools (helm, helm-unittest, kubeconform, helm-docs) and the offline schemas come from
 scripts/install.sh; a missing one fails the test with that hint, never skips it.
 
 The kube-prometheus-stack dependency cannot be downloaded here, and helm refuses to lint or
@@ -55,6 +55,11 @@ def helm_unittest_bin() -> Path:
 @pytest.fixture(scope="session")
 def kubeconform_bin() -> Path:
     return _tool("kubeconform")
+
+
+@pytest.fixture(scope="session")
+def helm_docs_bin() -> Path:
+    return _tool("helm-docs")
 
 
 @pytest.fixture(scope="session")
