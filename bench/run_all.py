@@ -3,15 +3,18 @@
 1. in-process ceilings of each backend (no HTTP): the model alone, and the whole pipeline
    (decode + preprocess + model) for the end-to-end ceiling;
 2. decode + preprocess cost (small photo, 12 MP photo, with and without draft decoding);
-3. a closed-loop concurrency sweep against the plain per-request baseline server and our server
-   in each configuration (the defaults first: OpenVINO on a CPU), with each server's start-up
-   time to ready;
+3. a closed-loop concurrency sweep against the plain per-request baseline server, our server
+   in each configuration (the defaults first: OpenVINO on a CPU) and TorchServe 0.12 as a peer
+   (when bench/torchserve/setup.sh has installed it; skipped with a message otherwise), with
+   each server's start-up time to ready;
 4. the targets of docs/PERFORMANCE.md evaluated in this run (absolute figures and ratios);
 5. JSON results and a PNG plot in bench/results/.
 
     python -m bench.run_all                      # the full run (about 20 minutes)
     python -m bench.run_all --quick              # a smoke run (about two minutes)
     python -m bench.run_all --compile            # also the torch.compile configuration
+    python -m bench.run_all --peers              # side by side only: baseline, defaults,
+                                                 # TorchServe (run_all-peers.json, ~15 minutes)
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from bench.images import small_jpeg
 from bench.loadgen import run_load
 from bench.plot import plot_sweep
 from bench.procs import ROOT, ManagedProcess, app_process, free_port
+from bench.torchserve import server as torchserve
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -50,9 +54,16 @@ RESULTS = ROOT / "bench" / "results"
 @dataclass(frozen=True)
 class ServerConfig:
     name: str
-    kind: str  # "baseline" or "serving"
+    kind: str  # "baseline", "serving" or "torchserve"
     env: dict[str, str] = field(default_factory=dict)  # for the baseline: {"device": ...}
     backend: str | None = None  # the in-process ceiling this configuration is judged against
+    torchserve: torchserve.TorchServeSettings | None = None
+
+    @property
+    def predict_path(self) -> str:
+        if self.kind == "torchserve":
+            return torchserve.TorchServeProcess.predict_path
+        return "/predict"
 
 
 def machine_info() -> dict[str, Any]:
@@ -73,6 +84,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "openvino": openvino,
+        "torchserve": torchserve.installed_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -164,14 +176,51 @@ def server_configs(
     return configs
 
 
-def start_server(config: ServerConfig, model: str, log_dir: Path) -> ManagedProcess:
-    log_path = log_dir / f"{config.name.split(' (')[0].replace(' ', '-')}.log"
+def torchserve_configs(model: str) -> list[ServerConfig]:
+    """TorchServe 0.12 as a peer, fp32 eager with our handler (bench/torchserve/handler.py).
+    One worker per CPU with one OpenMP thread each was its best on a 2-vCPU Xeon (architecture
+    notes); one worker with every CPU, and TorchServe's own batching, are the alternatives a
+    TorchServe user would try. Empty, with the reason printed, when it cannot run here."""
+    reason = torchserve.missing_reason()
+    if reason is None and model != torchserve.MODEL:
+        reason = f"its handler serves {torchserve.MODEL} only, not {model}"
+    if reason is not None:
+        print(f"skipping TorchServe: {reason}", flush=True)
+        return []
+    cpus = available_cpus()
+    variants = [
+        (f"{cpus} workers x 1 thread", torchserve.TorchServeSettings(workers=cpus)),
+        (f"{cpus} workers x 1 thread, batch 8 / 10 ms",
+         torchserve.TorchServeSettings(workers=cpus, batch_size=8, max_batch_delay_ms=10)),
+    ]  # fmt: skip
+    if cpus > 1:
+        variants.append(
+            (f"1 worker x {cpus} threads",
+             torchserve.TorchServeSettings(workers=1, threads_per_worker=cpus))
+        )  # fmt: skip
+    return [
+        ServerConfig(f"TorchServe 0.12, {label}", "torchserve", torchserve=settings)
+        for label, settings in variants
+    ]
+
+
+Server = ManagedProcess | torchserve.TorchServeProcess
+
+
+def make_server(config: ServerConfig, model: str, log_dir: Path) -> Server:
+    """The server, not started yet: what it needs before it starts (TorchServe's archive) is
+    done here, outside the start-up time measured."""
+    slug = config.name.split(" (")[0].replace(" ", "-").replace(",", "").replace("/", "")
+    log_path = log_dir / f"{slug}.log"
+    if config.kind == "torchserve":
+        assert config.torchserve is not None
+        return torchserve.TorchServeProcess(config.torchserve, log_dir / slug, log_path)
     if config.kind == "baseline":
         port = free_port()
         command = [sys.executable, "-m", "bench.baseline_server", "--port", str(port),
                    "--model", model, "--device", config.env.get("device", "cpu")]  # fmt: skip
-        return ManagedProcess(command, env={}, log_path=log_path, port=port).start()
-    return app_process(config.env, log_path=log_path).start()
+        return ManagedProcess(command, env={}, log_path=log_path, port=port)
+    return app_process(config.env, log_path=log_path)
 
 
 def sweep(
@@ -183,8 +232,9 @@ def sweep(
     log_dir: Path,
 ) -> list[dict[str, Any]]:
     body = small_jpeg()
+    server = make_server(config, model, log_dir)
     started = time.monotonic()
-    server = start_server(config, model, log_dir)
+    server.start()
     try:
         server.wait_ready(timeout_s=900)
         # Process start to /ready 200: imports, load, conversion, calibration, warm-up.
@@ -194,7 +244,7 @@ def sweep(
         for level in levels:
             result = asyncio.run(
                 run_load(
-                    f"{server.base_url}/predict",
+                    f"{server.base_url}{config.predict_path}",
                     body,
                     content_type="image/jpeg",
                     concurrency=level,
@@ -298,9 +348,21 @@ def evaluate(
             "ratio": round(ratio, 3),
             "model_batch1_ms": batch1["median_batch_ms"],
         }
-    if at1 and base1:
+    if at1 and base1 and base1["p50_ms"] > 0:  # 0 when nothing was answered in the point
         # The same HTTP and decode work on both sides: what batching adds at one client.
         out["p50_at_1_vs_baseline_p50_at_1"] = {"ratio": round(at1["p50_ms"] / base1["p50_ms"], 3)}
+    # TorchServe's best configuration at 10 clients in this run (issue 11 aims at 6x it).
+    peers = [_at(e2e, c.name, 10) for c in configs if c.kind == "torchserve"]
+    peer10 = max((p for p in peers if p), key=lambda p: p["throughput_rps"], default=None)
+    if at10 and peer10 and peer10["throughput_rps"] > 0:
+        ratio = at10["throughput_rps"] / peer10["throughput_rps"]
+        out["throughput_vs_torchserve_at_10"] = {
+            "ratio": round(ratio, 2),
+            "torchserve_config": peer10["config"],
+            "torchserve_rps": peer10["throughput_rps"],
+            "target": 6.0,
+            "met": ratio >= 6.0,
+        }
     out["no_failures_at_10_32_64"] = all(v == 0 for v in failures.values())
     return out
 
@@ -317,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated words; keep only configurations whose name contains one "
         "(the baseline always runs), e.g. --only cuda",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="the side-by-side table only: the baseline, the defaults and TorchServe "
+        "(results tagged 'peers' unless --tag says otherwise)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: short and small")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="", help="suffix for result file names")
@@ -324,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration = min(args.duration, 3.0)
         args.concurrency = "1,4"
+    if args.peers and not args.tag:
+        args.tag = "peers"
     levels = [int(x) for x in args.concurrency.split(",")]
     with_cuda = torch.cuda.is_available()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -336,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # the baseline, the defaults and torch: enough to see the tools work
         configs = [c for c in configs if c.kind == "baseline" or c is configs[1]
                    or c.name.startswith("serving torch")]  # fmt: skip
+    elif args.peers:
+        configs = configs[:2]  # the baseline and the defaults
+    if not args.quick and not with_cuda:  # TorchServe runs on the CPU only (its handler)
+        configs += torchserve_configs(args.model)
     if args.only:
         words = args.only.split(",")
         configs = [c for c in configs if c.kind == "baseline" or any(w in c.name for w in words)]

@@ -1,0 +1,1 @@
+"""TorchServe as a benchmark peer (optional: bench/torchserve/setup.sh installs it)."""
