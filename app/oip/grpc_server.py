@@ -5,8 +5,9 @@ valid message is INVALID_ARGUMENT like any other bad input (gRPC's own deseriali
 answer INTERNAL). Health calls (ServerLive, ServerReady, ModelReady) need no API key, as the
 HTTP probes need none; metadata and inference do when keys are configured.
 
-`stop(grace)` drains: the port stops taking calls at once (new calls fail UNAVAILABLE) and the
-calls in flight have `grace` seconds to finish.
+`stop(grace)` drains: new calls fail at once with UNAVAILABLE (the health calls say not ready),
+the calls in flight have `grace` seconds to finish, then the port closes. (gRPC's own graceful
+stop would answer calls that arrive meanwhile with CANCELLED, which clients do not retry.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from app.errors import InvalidRequestError, ServingError
+from app.errors import InvalidRequestError, NotReadyError, ServingError
 
 from . import grpc_codec, handler
 from . import grpc_predict_v2_pb2 as pb
@@ -82,6 +83,20 @@ class _Service:
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
         self.observer = observer
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, grace: float | None) -> None:
+        """Refuse new calls from now on; wait up to `grace` seconds for those in flight."""
+        self.draining = True
+        if grace is None or grace <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("gRPC calls still in flight after the %.1fs grace period", grace)
 
     def handler(self) -> grpc.GenericRpcHandler:
         calls = (
@@ -111,6 +126,8 @@ class _Service:
             status, error_code, grpc_status = 200, None, grpc.StatusCode.OK
             if self.observer is not None:
                 self.observer.started(route)
+            self.in_flight += 1
+            self._idle.clear()
             try:
                 try:
                     response = await self._serve(call, data, context, metadata)
@@ -139,6 +156,9 @@ class _Service:
                 )
                 raise
             finally:
+                self.in_flight -= 1
+                if self.in_flight == 0:
+                    self._idle.set()
                 seconds = time.perf_counter() - started
                 if self.observer is not None:
                     self.observer.finished(route, status, seconds, error_code)
@@ -156,6 +176,8 @@ class _Service:
         return behavior
 
     async def _serve(self, call: _Call, data: bytes, context: Any, metadata: Any) -> Any:
+        if self.draining and call.needs_key:
+            raise NotReadyError("the server is shutting down; retry on another replica")
         if call.needs_key:
             authenticate(metadata, self.api_keys)
         deadline = call_deadline(
@@ -173,12 +195,11 @@ class _Service:
         return pb.ServerLiveResponse(live=True)
 
     async def _server_ready(self, message: Any, model: OipModel, deadline: float) -> Any:
-        return pb.ServerReadyResponse(ready=model.is_ready())
+        return pb.ServerReadyResponse(ready=model.is_ready() and not self.draining)
 
     async def _model_ready(self, message: Any, model: OipModel, deadline: float) -> Any:
-        return pb.ModelReadyResponse(
-            ready=handler.model_ready(model, message.name, message.version)
-        )
+        ready = handler.model_ready(model, message.name, message.version)
+        return pb.ModelReadyResponse(ready=ready and not self.draining)
 
     async def _server_metadata(self, message: Any, model: OipModel, deadline: float) -> Any:
         return grpc_codec.server_metadata(self.server_info)
@@ -198,12 +219,21 @@ class _Service:
 class OipGrpcServer:
     """A started server: `port` is the bound port (useful when 0 asked for a free one)."""
 
-    def __init__(self, server: grpc.aio.Server, port: int) -> None:
+    def __init__(self, server: grpc.aio.Server, service: _Service, port: int) -> None:
         self._server = server
+        self._service = service
         self.port = port
 
+    @property
+    def draining(self) -> bool:
+        """True once `stop` has begun: new calls are refused."""
+        return self._service.draining
+
     async def stop(self, grace: float | None) -> None:
-        """New calls fail at once; calls in flight get `grace` seconds (None: none)."""
+        """New calls fail at once with UNAVAILABLE; calls in flight get `grace` seconds
+        (None: none), then the port closes."""
+        await self._service.drain(grace)
+        # gRPC's own grace lets the calls that just returned finish sending their answers.
         await self._server.stop(grace)
 
 
@@ -242,4 +272,4 @@ async def start_grpc_server(
     if not bound:
         raise RuntimeError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()
-    return OipGrpcServer(server, bound)
+    return OipGrpcServer(server, service, bound)

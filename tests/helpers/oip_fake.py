@@ -60,6 +60,8 @@ class FakeModel:
         self.ready = True
         self.overloaded = False
         self.delay_s = 0.0
+        # Set: calls wait for it to be set before scoring (a call held in flight on purpose).
+        self.gate: threading.Event | None = None
         self.deadlines: list[float] = []  # (deadline - time.monotonic()) at each admission
         self.admitted: list[int] = []
         self._lock = threading.Lock()
@@ -92,6 +94,8 @@ class FakeModel:
         with self._lock:
             self.in_flight += 1
         try:
+            if self.gate is not None:
+                await asyncio.to_thread(self.gate.wait)
             if self.delay_s > 0:
                 await asyncio.sleep(max(0.0, min(self.delay_s, deadline - time.monotonic())))
             if time.monotonic() >= deadline:
