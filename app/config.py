@@ -7,13 +7,13 @@ README's settings table and of the Helm chart's ConfigMap (a test keeps the thre
 
 from __future__ import annotations
 
-import ipaddress
 from enum import Enum, StrEnum
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app import settings_checks as checks
 from app.runtime_options import BackendChoice, DeviceChoice, Precision
 from app.settings_errors import describe_validation_error as describe_settings_error
 
@@ -211,6 +211,15 @@ class Settings(BaseSettings):
         le=65535,
         description="Serve /metrics on this separate port instead of the main one (0 = same port).",
     )
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the Open Inference Protocol over gRPC (inference.GRPCInferenceService; "
+            "0 = off). Same API keys, admission and deadlines as HTTP."
+        ),
+    )
 
     # --- URL fetching -----------------------------------------------------------------------
     url_fetch_timeout_s: float = Field(
@@ -235,67 +244,22 @@ class Settings(BaseSettings):
     @field_validator("url_allowed_networks", "api_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            parts = [part.strip() for part in value.split(",") if part.strip()]
-            if value.strip() and not parts:
-                # Set, but to nothing: for API keys that would silently mean "no auth".
-                raise ValueError("holds only commas or spaces; leave it empty or list values")
-            return parts
-        return value
+        return checks.split_commas(value)
 
     @field_validator("url_allowed_networks")
     @classmethod
     def _check_networks(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not a CIDR network: {cidr!r}") from exc
-        return value
+        return checks.networks(value)
 
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
-        # Messages name the key's position, never its characters (nor its length).
-        for number, key in enumerate(value, start=1):
-            secret = key.get_secret_value()
-            if len(secret) < 16:
-                raise ValueError(f"key {number} of {len(value)} is shorter than 16 characters")
-            if not all("!" <= char <= "~" for char in secret):
-                raise ValueError(
-                    f"key {number} of {len(value)} has a space, control or non-ASCII character "
-                    "(HTTP headers cannot carry it reliably)"
-                )
-        return value
+        return checks.api_keys(value)
 
     @model_validator(mode="after")
-    def _check_ports(self) -> Settings:
-        if self.metrics_port and self.metrics_port == self.port:
-            raise ValueError("SERVING_METRICS_PORT must differ from SERVING_PORT (or be 0)")
-        if self.request_timeout_s > self.max_request_timeout_s:
-            raise ValueError(
-                "SERVING_REQUEST_TIMEOUT_S must not exceed SERVING_MAX_REQUEST_TIMEOUT_S"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _check_backend(self) -> Settings:
-        openvino = self.backend is BackendChoice.OPENVINO
-        if openvino and self.device is DeviceChoice.CUDA:
-            raise ValueError(
-                "SERVING_BACKEND=openvino runs on the CPU: not with SERVING_DEVICE=cuda"
-            )
-        if openvino and self.compile:
-            raise ValueError(
-                "SERVING_COMPILE=true is torch.compile: not with SERVING_BACKEND=openvino"
-            )
-        if self.precision is Precision.INT8 and (
-            self.backend is BackendChoice.TORCH or self.device is DeviceChoice.CUDA or self.compile
-        ):
-            raise ValueError(
-                "SERVING_PRECISION=int8 needs the OpenVINO backend on the CPU (SERVING_BACKEND="
-                "auto or openvino, SERVING_DEVICE=cpu or auto, SERVING_COMPILE=false)"
-            )
+    def _check_combinations(self) -> Settings:
+        checks.ports_and_timeouts(self)
+        checks.engine_choices(self)
         return self
 
     @field_validator("log_level", mode="before")

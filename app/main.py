@@ -20,10 +20,13 @@ from app.api.errors import install_error_handlers
 from app.api.http_metrics import instrument
 from app.api.middleware import install_middleware
 from app.api.openapi import document_auth_as_optional
-from app.api.routes import include_routes
+from app.api.routes import include_routes, oip
 from app.config import Settings
 from app.metrics import Metrics
 from app.metrics_server import metrics_port
+from app.oip.grpc_calls import MetricsObserver
+from app.oip.grpc_server import OipGrpcServer, start_grpc_server
+from app.oip.served_model import ServedModel
 from app.service import Service
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ Image classification with a pretrained torchvision model (ResNet-50 by default).
 * `POST /predict`: one image (upload, raw bytes or URL) -> top-k classes with scores.
 * `POST /predict/batch`: several images in one multipart request.
 * `GET /health`, `GET /ready`: liveness and readiness probes; `GET /metrics`: Prometheus.
+* `/v2/...`: the Open Inference Protocol (KServe V2 / Triton), also over gRPC on
+  SERVING_GRPC_PORT; its errors are `{"error": "..."}` as the protocol says.
 
 Every error is JSON `{"error": {"code", "message"}, "request_id"}` with a stable `code`
 (listed in docs/API.md). Every response carries `X-Request-ID`.
@@ -50,12 +55,30 @@ async def _start(service: Service, on_fatal: FatalHandler) -> None:
         on_fatal(exc)
 
 
+async def _grpc(settings: Settings, model: ServedModel, metrics: Metrics) -> OipGrpcServer | None:
+    """The Open Inference Protocol over gRPC, in this event loop (SERVING_GRPC_PORT; 0 = off)."""
+    if not settings.grpc_port:
+        return None
+    return await start_grpc_server(
+        lambda: model,
+        port=settings.grpc_port,
+        host=settings.host,
+        api_keys=[k.get_secret_value().encode() for k in settings.api_keys],
+        limits=oip.limits(settings),
+        server_info=oip.server_info(),
+        default_timeout_s=settings.request_timeout_s,
+        max_timeout_s=settings.max_request_timeout_s,
+        observer=MetricsObserver(metrics),
+    )
+
+
 def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
     """`on_fatal` is called when the model cannot load after start-up: `python -m app` stops
     the server (the orchestrator then sees a failed container, not a live pod that never gets
     ready); tests record it."""
     metrics = Metrics()
     service = Service(settings, metrics)
+    served = ServedModel(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +86,7 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
         # (done already, and kept, when `python -m app` checked before binding the port).
         service.host.resolve()
         with metrics_port(settings.metrics_port, settings.host, metrics):
+            grpc_server = await _grpc(settings, served, metrics)
             loader = asyncio.create_task(_start(service, on_fatal), name="model-load")
             try:
                 yield
@@ -72,6 +96,9 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
                     loader.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await loader
+                if grpc_server is not None:
+                    # New calls get UNAVAILABLE; calls in flight finish within the grace period.
+                    await grpc_server.stop(settings.graceful_timeout_s)
                 await service.close(settings.graceful_timeout_s)
 
     app = FastAPI(
@@ -90,6 +117,7 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
     app.state.api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
     install_error_handlers(app)
     include_routes(app)
+    app.include_router(oip.router(settings, served))
     if not settings.api_keys:
         document_auth_as_optional(app)
     install_middleware(app, default_body_limit=single_image_limit(settings))

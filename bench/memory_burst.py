@@ -24,17 +24,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.big_images import BURST_IMAGES, IMAGES
-from bench.cgroup import MemoryCgroup
 from bench.images import small_jpeg
 from bench.procs import ManagedProcess, app_command, free_port
+from harness.big_images import BURST_IMAGES, IMAGES
+from harness.burst import burst
+from harness.cgroup import MemoryCgroup
 
 MIB = 1 << 20
 
@@ -88,21 +88,6 @@ class PeakRss:
         return self.sampled
 
 
-async def burst(base_url: str, data: bytes, count: int, timeout_s: float) -> Counter[str]:
-    headers = {"content-type": "application/octet-stream", "X-Request-Timeout": str(timeout_s)}
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s + 60) as client:
-
-        async def one() -> str:
-            try:
-                response = await client.post("/predict", content=data, headers=headers)
-            except httpx.TransportError as exc:
-                return type(exc).__name__
-            code = response.json().get("error", {}).get("code") if response.status_code else None
-            return f"{response.status_code}" + (f" {code}" if code else "")
-
-        return Counter(await asyncio.gather(*(one() for _ in range(count))))
-
-
 def metric(base_url: str, name: str) -> float | None:
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     for line in text.splitlines():
@@ -119,7 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **dict(item.split("=", 1) for item in args.env),
     }
     port = free_port()
-    env |= {"SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port)}
+    env |= {"SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port),
+            "SERVING_GRPC_PORT": str(free_port())}  # fmt: skip
     images = {name: IMAGES[name][2]() for name in args.images}
     cgroup = MemoryCgroup(args.limit_mib * MIB) if args.limit_mib else None
     log_path = Path(args.log)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from bench.procs import ManagedProcess, app_process
+from helpers.process import ManagedProcess, app_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +31,9 @@ def make_settings(**overrides: Any) -> Settings:
         "precision": "fp32",
         "device": "cpu",
         "log_format": "text",
+        # In-process apps run side by side in one session: no gRPC port to share. The protocol
+        # has its own tests against real server processes (tests/test_oip_app.py).
+        "grpc_port": 0,
     }
     values.update(overrides)
     # _env_file=None and explicit values: the test never depends on the caller's environment.

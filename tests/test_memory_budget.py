@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.big_images import BURST_IMAGES, IMAGES
-from bench.cgroup import MemoryCgroup, available
-from bench.memory_burst import burst
-from bench.procs import ManagedProcess, app_command, free_port
+from harness.big_images import BURST_IMAGES, IMAGES
+from harness.burst import burst
+from harness.cgroup import MemoryCgroup, available
 from helpers.images import photo_bytes
+from helpers.process import ManagedProcess, app_command, free_port
 
 MIB = 1 << 20
 # Enough for the model (about 0.5-1 GB resident) plus a derived budget (half of the rest) that
@@ -49,6 +49,7 @@ def limited_server(
     }
     port = free_port()
     env["SERVING_PORT"] = str(port)
+    env["SERVING_GRPC_PORT"] = str(free_port())
     log = tmp_path_factory.mktemp("cgroup") / "server.log"
     with MemoryCgroup(LIMIT_BYTES) as cgroup:
         command = cgroup.wrap(app_command())
