@@ -97,7 +97,8 @@ def test_separate_metrics_port_is_exposed_and_scraped(render: Render) -> None:
 def test_metrics_on_the_http_port_by_default(render: Render) -> None:
     manifests = render(set_values=["serviceMonitor.enabled=true"])
     assert only(manifests, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"
-    assert [p["name"] for p in only(manifests, "Service")["spec"]["ports"]] == ["http"]
+    # No `metrics` port; the Service's other ports (`grpc`) are the protocol's, not /metrics.
+    assert "metrics" not in [p["name"] for p in only(manifests, "Service")["spec"]["ports"]]
 
 
 @pytest.mark.parametrize(

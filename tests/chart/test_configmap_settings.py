@@ -79,8 +79,16 @@ def test_rendered_settings_are_valid_for_the_app(
         monkeypatch.setenv(key, value)
     settings = Settings(_env_file=None)
     assert settings.model_name == data["SERVING_MODEL_NAME"]
-    port = only(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
-    assert port == [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}]
+    ports = only(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    # Every port the app listens on is a named container port, and no other.
+    listening = {
+        "http": settings.port,
+        "metrics": settings.metrics_port,
+        "grpc": settings.grpc_port,
+    }
+    assert {p["name"]: p["containerPort"] for p in ports} == {
+        name: number for name, number in listening.items() if number
+    }
 
 
 def test_no_secret_setting_in_the_configmap(render: Render) -> None:

@@ -140,6 +140,47 @@ The named container port Prometheus scrapes: `metrics` when it is separate, else
 {{- end }}
 
 {{/*
+The gRPC port of the Open Inference Protocol (SERVING_GRPC_PORT), or 0 when it is off. The app's
+default is 8001, so an unset value means 8001 here too; only an explicit 0 turns it off.
+*/}}
+{{- define "resnet-serving.grpcPort" -}}
+{{- $v := .Values.config.SERVING_GRPC_PORT }}
+{{- if kindIs "invalid" $v }}{{ $v = 8001 }}{{ end }}
+{{- include "resnet-serving.settingValue" $v | int }}
+{{- end }}
+
+{{/*
+Two ports of one pod or one Service must differ: the app refuses to start with a port taken
+twice, and the API server refuses a Service with a port number twice. Fail at render time,
+naming the values, instead of a crash-looping pod or a rejected manifest.
+*/}}
+{{- define "resnet-serving.checkPorts" -}}
+{{- $http := include "resnet-serving.containerPort" . | int }}
+{{- $metrics := include "resnet-serving.metricsPort" . | int }}
+{{- $grpc := include "resnet-serving.grpcPort" . | int }}
+{{- $service := int .Values.service.port }}
+{{- if and (gt $grpc 0) (eq $grpc $http) }}
+{{- fail (printf "config.SERVING_GRPC_PORT (%d) must differ from config.SERVING_PORT (or be 0)" $grpc) }}
+{{- end }}
+{{- if and (gt $grpc 0) (eq $grpc $metrics) }}
+{{- fail (printf "config.SERVING_GRPC_PORT (%d) must differ from config.SERVING_METRICS_PORT (or one of them be 0)" $grpc) }}
+{{- end }}
+{{- if and (gt $metrics 0) (eq $metrics $http) }}
+{{- fail (printf "config.SERVING_METRICS_PORT (%d) must differ from config.SERVING_PORT (or be 0)" $metrics) }}
+{{- end }}
+{{- if and (gt $grpc 0) (eq $grpc $service) }}
+{{- fail (printf "service.port (%d) must differ from config.SERVING_GRPC_PORT, which the Service also exposes" $service) }}
+{{- end }}
+{{- if and (gt $metrics 0) (eq $metrics $service) }}
+{{- fail (printf "service.port (%d) must differ from config.SERVING_METRICS_PORT, which the Service also exposes" $service) }}
+{{- end }}
+{{- $nodePort := .Values.service.nodePort | default 0 | int }}
+{{- if and (ne .Values.service.type "ClusterIP") (gt $grpc 0) (gt $nodePort 0) (eq $nodePort (.Values.service.grpcNodePort | default 0 | int)) }}
+{{- fail (printf "service.grpcNodePort (%d) must differ from service.nodePort" $nodePort) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The Secret with SERVING_API_KEYS and the key in it, or nothing when API keys are off.
 */}}
 {{- define "resnet-serving.apiKeysSecret" -}}
