@@ -14,7 +14,8 @@
     python -m bench.run_all --quick              # a smoke run (about two minutes)
     python -m bench.run_all --compile            # also the torch.compile configuration
     python -m bench.run_all --peers              # side by side only: baseline, defaults,
-                                                 # TorchServe (run_all-peers.json, ~15 minutes)
+                                                 # TorchServe, all up at once, client counts
+                                                 # interleaved (run_all-peers.json, ~15 min)
 """
 
 from __future__ import annotations
@@ -220,7 +221,49 @@ def make_server(config: ServerConfig, model: str, log_dir: Path) -> Server:
         command = [sys.executable, "-m", "bench.baseline_server", "--port", str(port),
                    "--model", model, "--device", config.env.get("device", "cpu")]  # fmt: skip
         return ManagedProcess(command, env={}, log_path=log_path, port=port)
-    return app_process(config.env, log_path=log_path)
+    # The gRPC listener (default 8001) on a free port too: two servers on one machine, ours or
+    # another sweep's, would otherwise fight over it and the second would not start.
+    return app_process({"SERVING_GRPC_PORT": str(free_port()), **config.env}, log_path=log_path)
+
+
+def start_and_wait(
+    config: ServerConfig, model: str, log_dir: Path
+) -> tuple[Server, dict[str, Any]]:
+    """The server, started and ready, with its start-up time and resident memory."""
+    server = make_server(config, model, log_dir)
+    started = time.monotonic()
+    server.start()
+    try:
+        server.wait_ready(timeout_s=900)
+    except BaseException:
+        server.terminate()
+        raise
+    # Process start to ready: imports, load, conversion, calibration, warm-up (TorchServe:
+    # the JVM, then every worker READY).
+    ready = {"ready_s": round(time.monotonic() - started, 1),
+             "rss_ready_mb": round(server.rss_bytes() / 2**20, 1)}  # fmt: skip
+    return server, ready
+
+
+def measure_point(
+    config: ServerConfig, server: Server, ready: dict[str, Any], level: int, duration_s: float
+) -> dict[str, Any]:
+    result = asyncio.run(
+        run_load(
+            f"{server.base_url}{config.predict_path}",
+            small_jpeg(),
+            content_type="image/jpeg",
+            concurrency=level,
+            duration_s=duration_s,
+            warmup_s=min(3.0, duration_s / 4),
+        )
+    )
+    # The machine's 1-minute load average after the point: shared machines are noisy,
+    # and this says how noisy (2 CPUs at a load of 8 run everything ~4x slower).
+    row = {"config": config.name, **ready, "load_1m": round(os.getloadavg()[0], 1),
+           **asdict(result)}  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def sweep(
@@ -231,36 +274,41 @@ def sweep(
     duration_s: float,
     log_dir: Path,
 ) -> list[dict[str, Any]]:
-    body = small_jpeg()
-    server = make_server(config, model, log_dir)
-    started = time.monotonic()
-    server.start()
+    """One server at a time, every client count in turn."""
+    server, ready = start_and_wait(config, model, log_dir)
     try:
-        server.wait_ready(timeout_s=900)
-        # Process start to /ready 200: imports, load, conversion, calibration, warm-up.
-        ready_s = round(time.monotonic() - started, 1)
-        rss_mb = round(server.rss_bytes() / 2**20, 1)
-        rows = []
-        for level in levels:
-            result = asyncio.run(
-                run_load(
-                    f"{server.base_url}{config.predict_path}",
-                    body,
-                    content_type="image/jpeg",
-                    concurrency=level,
-                    duration_s=duration_s,
-                    warmup_s=min(3.0, duration_s / 4),
-                )
-            )
-            # The machine's 1-minute load average after the point: shared machines are noisy,
-            # and this says how noisy (2 CPUs at a load of 8 run everything ~4x slower).
-            row = {"config": config.name, "ready_s": ready_s, "rss_ready_mb": rss_mb,
-                   "load_1m": round(os.getloadavg()[0], 1), **asdict(result)}  # fmt: skip
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        return rows
+        return [measure_point(config, server, ready, level, duration_s) for level in levels]
     finally:
         server.terminate()
+
+
+def sweep_side_by_side(
+    configs: list[ServerConfig],
+    model: str,
+    levels: list[int],
+    *,
+    duration_s: float,
+    log_dir: Path,
+) -> list[dict[str, Any]]:
+    """Every server up at once (started one after the other, each timed alone), then each
+    client count against each server in turn, the order rotated from one count to the next: on
+    a shared machine whose background load changes by the minute, the servers compared at one
+    client count are measured minutes apart at most, not a quarter of an hour."""
+    servers: list[tuple[ServerConfig, Server, dict[str, Any]]] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        for config in configs:
+            server, ready = start_and_wait(config, model, log_dir)
+            servers.append((config, server, ready))
+        for i, level in enumerate(levels):
+            shift = i % len(servers)
+            for config, server, ready in servers[shift:] + servers[:shift]:
+                rows.append(measure_point(config, server, ready, level, duration_s))
+    finally:
+        for _, server, _ in servers:
+            server.terminate()
+    order = {c.name: i for i, c in enumerate(configs)}
+    return sorted(rows, key=lambda r: (order[r["config"]], r["concurrency"]))
 
 
 def _at(rows: list[dict[str, Any]], config: str, concurrency: int) -> dict[str, Any] | None:
@@ -382,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peers",
         action="store_true",
-        help="the side-by-side table only: the baseline, the defaults and TorchServe "
-        "(results tagged 'peers' unless --tag says otherwise)",
+        help="the side-by-side table only: the baseline, the defaults and TorchServe, all up at "
+        "once, each client count against each in turn (results tagged 'peers' unless --tag)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: short and small")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -434,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
 
     e2e: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
-        for config in configs:
+        if args.peers:
+            e2e = sweep_side_by_side(
+                configs, args.model, levels, duration_s=args.duration, log_dir=Path(tmp)
+            )
+        for config in configs if not args.peers else []:
             e2e += sweep(config, args.model, levels, duration_s=args.duration, log_dir=Path(tmp))
 
     report = {

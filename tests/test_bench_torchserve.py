@@ -212,3 +212,45 @@ def test_a_real_torchserve_answers_like_the_handler_in_process(
     expected = service.predict([{"body": photo_bytes("grace_hopper")}])[0]
     answer = response.json()
     assert [p["class_id"] for p in answer] == [p["class_id"] for p in expected]
+
+
+class FakeServer:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def terminate(self) -> None:
+        self.log.append(f"stop {self.name}")
+
+
+def test_side_by_side_rotates_servers_per_client_count_and_stops_them_all(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log: list[str] = []
+
+    def start(config: run_all.ServerConfig, model: str, log_dir: Path) -> Any:
+        log.append(f"start {config.name}")
+        return FakeServer(config.name, log), {"ready_s": 1.0}
+
+    def point(config: run_all.ServerConfig, server: Any, ready: Any, level: int, d: float) -> Any:
+        log.append(f"{level} {config.name}")
+        return {"config": config.name, "concurrency": level}
+
+    monkeypatch.setattr(run_all, "start_and_wait", start)
+    monkeypatch.setattr(run_all, "measure_point", point)
+    configs = [run_all.ServerConfig(n, "serving") for n in ("a", "b", "c")]
+    rows = run_all.sweep_side_by_side(configs, "resnet50", [1, 10], duration_s=1, log_dir=tmp_path)
+    assert log == ["start a", "start b", "start c", "1 a", "1 b", "1 c", "10 b", "10 c", "10 a",
+                   "stop a", "stop b", "stop c"]  # fmt: skip
+    assert [(r["config"], r["concurrency"]) for r in rows] == [
+        ("a", 1), ("a", 10), ("b", 1), ("b", 10), ("c", 1), ("c", 10)
+    ]  # fmt: skip
+
+    log.clear()
+
+    def fails(*args: Any) -> Any:
+        raise RuntimeError("load generator died")
+
+    monkeypatch.setattr(run_all, "measure_point", fails)
+    with pytest.raises(RuntimeError, match="died"):
+        run_all.sweep_side_by_side(configs, "resnet50", [1], duration_s=1, log_dir=tmp_path)
+    assert log[-3:] == ["stop a", "stop b", "stop c"]
