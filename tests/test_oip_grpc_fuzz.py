@@ -126,6 +126,7 @@ def _status(infer: Any, payload: bytes) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(message=requests())
 def test_malformed_messages_get_protocol_status_codes(
@@ -134,6 +135,7 @@ def test_malformed_messages_get_protocol_status_codes(
     assert _status(infer, message.SerializeToString()) in ALLOWED
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(payload=st.binary(max_size=256))
 def test_garbage_bytes_get_protocol_status_codes(infer: Any, payload: bytes) -> None:
