@@ -9,6 +9,8 @@ Runs against any kubeconfig where the chart is installed (scripts/e2e.sh sets th
   E2E_NODE_EXEC    prefix that runs a command on the node (empty: this machine; kind:
                    "docker exec ci-control-plane")
   E2E_BASE_URL     the Service from here (default: http://<node InternalIP>:<NodePort>)
+  E2E_GRPC_TARGET  host:port of the Service's gRPC port from here (default: <node InternalIP>:
+                   the NodePort of the Service port `grpc`)
   E2E_RESULTS      where the figures go (bench/results/e2e.json); E2E_SETUP_JSON: figures of
                    the set-up (cluster start, image build) merged into them
 """
@@ -72,23 +74,30 @@ def cluster() -> Cluster:
     return c
 
 
+def _through_node_port(cluster: Cluster, port_name: str, override: str) -> str:
+    """<node InternalIP>:<node port> of the Service port PORT_NAME (a NodePort Service, as
+    values-dev.yaml makes it), unless the OVERRIDE variable names another way in."""
+    port = cluster.service_port(port_name)
+    if "nodePort" not in port:
+        raise KubeError(
+            f"the release's Service port {port_name!r} has no node port: set {override}"
+        )
+    return f"{cluster.node_address()}:{port['nodePort']}"
+
+
 @pytest.fixture(scope="session")
 def base_url(cluster: Cluster) -> str:
     if os.environ.get("E2E_BASE_URL"):
         return os.environ["E2E_BASE_URL"].rstrip("/")
-    services = cluster.get("service", "-l", f"app.kubernetes.io/instance={cluster.release}")
-    ports = [
-        port
-        for service in services["items"]
-        if service["spec"]["type"] == "NodePort"
-        for port in service["spec"]["ports"]
-        if port["name"] == "http"
-    ]
-    if not ports:
-        raise KubeError("the release has no NodePort Service: set E2E_BASE_URL")
-    [node] = cluster.get("nodes", namespace="default")["items"][:1]
-    address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
-    return f"http://{address}:{ports[0]['nodePort']}"
+    return f"http://{_through_node_port(cluster, 'http', 'E2E_BASE_URL')}"
+
+
+@pytest.fixture(scope="session")
+def grpc_target(cluster: Cluster) -> str:
+    """host:port of the Open Inference Protocol's gRPC port, through the Service."""
+    if os.environ.get("E2E_GRPC_TARGET"):
+        return os.environ["E2E_GRPC_TARGET"]
+    return _through_node_port(cluster, "grpc", "E2E_GRPC_TARGET")
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,34 @@ class Cluster:
             p for p in self.pods() if is_ready(p) and not p["metadata"].get("deletionTimestamp")
         ]
 
+    def config(self) -> dict[str, str]:
+        """The release's settings: the data of its ConfigMap (named like its Deployment)."""
+        name = self.deployment()["metadata"]["name"]
+        data: dict[str, str] = self.get("configmap", name)["data"]
+        return data
+
+    def service_port(self, name: str) -> dict[str, Any]:
+        """The port called NAME of the release's own Service (`http`, `grpc`, ...): selected by
+        the server component label, since the subchart's Services share the instance label."""
+        services = self.get("service", "-l", self.selector)
+        found: list[dict[str, Any]] = [
+            port
+            for service in services["items"]
+            for port in service["spec"]["ports"]
+            if port["name"] == name
+        ]
+        if len(found) != 1:
+            raise KubeError(f"expected one Service port {name!r} of {self.release}: {found}")
+        return found[0]
+
+    def node_address(self) -> str:
+        """The InternalIP of the first node: where a NodePort answers from this machine."""
+        [node] = self.get("nodes", namespace="default")["items"][:1]
+        address: str = next(
+            a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"
+        )
+        return address
+
     def wait_rolled_out(self, timeout: float = 300.0) -> None:
         name = self.deployment()["metadata"]["name"]
         self.kubectl_(
