@@ -18,9 +18,10 @@ from tritonclient.utils import InferenceServerException
 from app.metrics import Metrics
 from app.oip import grpc_predict_v2_pb2 as pb
 from app.oip.grpc_calls import MetricsObserver
+from app.oip.grpc_server import start_grpc_server
 from app.oip.tensors import Limits
 from helpers.oip_fake import LABELS, SIZE, FakeModel, image_file, preprocess
-from helpers.oip_servers import SERVER_INFO, GrpcServerThread
+from helpers.oip_servers import SERVER_INFO, GrpcServerThread, LoopThread
 
 LIMITS = Limits(max_images=4, max_image_bytes=64 * 1024)
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -363,3 +364,26 @@ def test_messages_beyond_the_upload_limit_are_refused(start: Start) -> None:
         assert status_of(lambda: client.infer("fake", [images_input([b"\x00" * 1001])])) == (
             "StatusCode.INVALID_ARGUMENT"
         )
+
+
+def test_listens_on_an_unbracketed_ipv6_host(model: FakeModel) -> None:
+    """uvicorn takes `::` for every address; the gRPC server accepts the same setting."""
+    loop = LoopThread()
+    try:
+        server = loop.run(
+            start_grpc_server(
+                lambda: model,
+                port=0,
+                host="::",
+                api_keys=[],
+                limits=LIMITS,
+                server_info=SERVER_INFO,
+                default_timeout_s=10.0,
+                max_timeout_s=10.0,
+            )
+        )
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
+            assert client.is_server_live()
+        loop.run(server.stop(None))
+    finally:
+        loop.close()

@@ -268,8 +268,10 @@ async def start_grpc_server(
         observer=observer,
     )
     server.add_generic_rpc_handlers((service.handler(),))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    # An IPv6 address (uvicorn's style, "::") needs brackets in a gRPC address.
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
     if not bound:
-        raise RuntimeError(f"cannot listen for gRPC on {host}:{port}")
+        raise RuntimeError(f"cannot listen for gRPC on {address}")
     await server.start()
     return OipGrpcServer(server, service, bound)
