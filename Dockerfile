@@ -12,7 +12,8 @@
 #   PYTHON_IMAGE     base of every stage, pinned by version and digest (Dependabot bumps it);
 #                    an offline build passes a local Python 3.11 image instead
 #   TORCH_INDEX_URL  torch wheel index: the CPU-only index by default (PyPI's wheels carry CUDA,
-#                    ~4 GB more); empty = PyPI only; https://download.pytorch.org/whl/cu130 = CUDA
+#                    ~4 GB more); empty = PyPI only (the CUDA 13 build). Each has its own
+#                    hash-locked file: requirements/runtime-cpu.txt, requirements/runtime-pypi.txt
 #   MODEL_NAME       torchvision architecture whose weights are baked in (resnet50)
 #   MODEL_WEIGHTS    torchvision weights name (DEFAULT = IMAGENET1K_V2 for resnet50), or
 #                    `random`: nothing baked, the image serves random weights (smoke tests)
@@ -25,7 +26,7 @@
 
 ARG PYTHON_IMAGE=python:3.11.17-slim-trixie@sha256:45037981b62b34b44602584fccbc4d884d5f7dc92c7ee86bb38a698a79fe1e51
 
-# ---- builder: the Python dependencies, pinned by constraints.txt, into /opt/venv -------------
+# ---- builder: the Python dependencies, hash-locked (requirements/), into /opt/venv ----------
 FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -45,10 +46,13 @@ RUN apt-get update \
 
 RUN python -m venv /opt/venv
 WORKDIR /build
-COPY pyproject.toml constraints.txt ./
-# The direct dependencies come from pyproject.toml (one source of truth), every version from
-# constraints.txt. torch/torchvision: the `==2.11.0` pins match the index's `2.11.0+cpu`, which
-# pip prefers over PyPI's CUDA build; the check after the install proves it.
+COPY requirements/runtime-cpu.txt requirements/runtime-pypi.txt ./requirements/
+# [project].dependencies and everything below them, each file pinned by its sha256: the lock
+# that scripts/lock.sh writes from pyproject.toml for the chosen torch index (any other index
+# stops the build: there is no lock for it). pip refuses a file whose hash the lock does not
+# list, a package it does not list, and source distributions (a build would fetch its build
+# dependencies unhashed); pip check proves the set complete. The check after it proves the
+# CPU build won where the CPU index was asked for.
 # Then, in the same layer (so no cached layer holds the unslimmed venv), ~160 MB go: C++ headers
 # and protoc (only for building extensions), test suites, pip itself, and the static symbol
 # tables of torch's two large libraries (.dynsym, which the dynamic loader uses, stays). A
@@ -56,10 +60,14 @@ COPY pyproject.toml constraints.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     --mount=type=secret,id=ca_bundle \
     if [ -f /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements.txt \
-    && pip install -c constraints.txt ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        -r requirements.txt \
+    && case "${TORCH_INDEX_URL}" in \
+        "") lock=requirements/runtime-pypi.txt ;; \
+        */cpu | */cpu/) lock=requirements/runtime-cpu.txt ;; \
+        *) echo "no lock for TORCH_INDEX_URL=${TORCH_INDEX_URL} (requirements/: PyPI's torch, or the CPU-only index's)" >&2; exit 1 ;; \
+    esac \
+    && pip install --require-hashes --only-binary=:all: \
+        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r "$lock" \
+    && pip check \
     && python -c "import sys, torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda); sys.exit(1 if sys.argv[1].rstrip('/').endswith('/cpu') and torch.version.cuda else 0)" "${TORCH_INDEX_URL}" \
     && site=$(python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
     && rm -rf "$site/torch/include" "$site"/torch/bin/protoc* \

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything needed to run and test resnet-serving, pinned, into this checkout:
-#   .venv/        Python dependencies (pyproject.toml + constraints.txt)
+#   .venv/        Python dependencies, from a hash-locked file in requirements/ (scripts/lock.sh)
 #   .tools/bin/   helm, helm-unittest, kubeconform, actionlint, helm-docs (Go module proxy, pinned)
 #   .tools/schemas/  Kubernetes and prometheus-operator CRD JSON schemas for kubeconform (offline)
 #   system        promtool/prometheus, nginx, wrk (Debian/Ubuntu packages, via apt-get)
 # Idempotent: a second run only checks. Environment knobs:
-#   PYTHON           interpreter for the venv (default python3; needs 3.11+)
-#   TORCH_INDEX_URL  extra index for torch wheels, e.g. https://download.pytorch.org/whl/cpu
-#                    (CPU-only wheels, much smaller; PyPI's default wheels carry CUDA)
+#   PYTHON           interpreter for the venv (default python3; CPython 3.11, as the locks)
+#   TORCH_INDEX_URL  where torch comes from: unset = PyPI (its wheels carry CUDA), or
+#                    https://download.pytorch.org/whl/cpu (CPU-only wheels, much smaller);
+#                    each has its own lock: requirements/dev-pypi.txt, requirements/dev-cpu.txt
 #   SKIP_APT=1       do not touch system packages (you installed them yourself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,17 +32,33 @@ APT_PACKAGES=(prometheus nginx wrk shellcheck)
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- Python ------------------------------------------------------------------------------------
+# Every package comes from a lock that scripts/lock.sh writes from pyproject.toml: pip refuses a
+# file whose sha256 the lock does not list, a package it does not list, and source distributions
+# (a build would fetch its build dependencies unhashed). Then the project itself, editable,
+# with no index at all (its build backend is in the lock).
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-pip_args=(--quiet --disable-pip-version-check -c constraints.txt)
-if [ -n "${TORCH_INDEX_URL:-}" ]; then
-  pip_args+=(--extra-index-url "$TORCH_INDEX_URL")
+venv_python=$(.venv/bin/python -c 'import sys; print(f"{sys.implementation.name} {sys.version_info[0]}.{sys.version_info[1]}")')
+if [ "$venv_python" != "cpython 3.11" ]; then
+  echo "install.sh: .venv runs $venv_python; the locks in requirements/ are for CPython 3.11 (set PYTHON, remove .venv)" >&2
+  exit 1
 fi
-log "installing Python dependencies (pinned)"
-.venv/bin/pip install "${pip_args[@]}" -e '.[dev]'
+case "${TORCH_INDEX_URL:-}" in
+  "") lock=requirements/dev-pypi.txt ;;
+  */cpu | */cpu/) lock=requirements/dev-cpu.txt ;;
+  *)
+    echo "install.sh: no lock for TORCH_INDEX_URL=$TORCH_INDEX_URL: requirements/ holds PyPI's torch (leave it unset) and the CPU-only index's (https://download.pytorch.org/whl/cpu)" >&2
+    exit 1
+    ;;
+esac
+pip_args=(--quiet --disable-pip-version-check)
+log "installing Python dependencies from $lock (hashes required)"
+.venv/bin/pip install "${pip_args[@]}" --require-hashes --only-binary=:all: \
+  ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r "$lock"
+.venv/bin/pip install "${pip_args[@]}" --no-deps --no-index --no-build-isolation -e .
 
 # --- system packages ---------------------------------------------------------------------------
 missing=()

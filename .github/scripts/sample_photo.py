@@ -1,8 +1,9 @@
 """Write the real photograph the CI checks predict on: grace_hopper.jpg from matplotlib's
 sample data (Grace Hopper in US Navy uniform; ResNet-50 ranks "military uniform" in its top 5).
 
-It comes out of the matplotlib wheel pinned in constraints.txt (downloaded with pip, never
-installed), or out of an installed matplotlib of that version when there is one.
+It comes out of the matplotlib wheel that requirements/dev-pypi.txt locks (downloaded with pip,
+its sha256 checked against the lock's, never installed), or out of an installed matplotlib of that
+version when there is one.
 
     python3 .github/scripts/sample_photo.py /tmp/grace_hopper.jpg
 """
@@ -22,11 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 MEMBER = "matplotlib/mpl-data/sample_data/grace_hopper.jpg"
 
 
-def pinned_matplotlib(constraints: Path) -> str:
-    match = re.search(r"^matplotlib==(\S+)$", constraints.read_text(), re.MULTILINE)
+def pinned_matplotlib(lock: Path) -> tuple[str, list[str]]:
+    """matplotlib's version and sha256 hashes in a hash-locked requirements file."""
+    match = re.search(
+        r"^matplotlib==(\S+) \\\n((?:[ \t]+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)",
+        lock.read_text(),
+        re.MULTILINE,
+    )
     if match is None:
-        raise SystemExit(f"sample_photo: no matplotlib pin in {constraints}")
-    return match.group(1)
+        raise SystemExit(f"sample_photo: no hash-locked matplotlib in {lock}")
+    return match.group(1), re.findall(r"sha256:([0-9a-f]{64})", match.group(2))
 
 
 def from_installed(version: str) -> bytes | None:
@@ -40,9 +46,13 @@ def from_installed(version: str) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def from_wheel(version: str) -> bytes:
+def from_wheel(version: str, hashes: list[str]) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(  # noqa: S603 - fixed argv: this interpreter's pip, a pinned version
+        requirement = Path(tmp) / "requirements.txt"
+        requirement.write_text(
+            f"matplotlib=={version} " + " ".join(f"--hash=sha256:{h}" for h in hashes) + "\n"
+        )
+        subprocess.run(  # noqa: S603 - fixed argv: this interpreter's pip, a hash-locked pin
             [
                 sys.executable,
                 "-m",
@@ -51,9 +61,11 @@ def from_wheel(version: str) -> bytes:
                 "--quiet",
                 "--no-deps",
                 "--only-binary=:all:",
+                "--require-hashes",
                 "--dest",
                 tmp,
-                f"matplotlib=={version}",
+                "-r",
+                str(requirement),
             ],
             check=True,
         )
@@ -67,10 +79,10 @@ def from_wheel(version: str) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="where to write the JPEG")
-    parser.add_argument("--constraints", type=Path, default=ROOT / "constraints.txt")
+    parser.add_argument("--lock", type=Path, default=ROOT / "requirements" / "dev-pypi.txt")
     args = parser.parse_args(argv)
-    version = pinned_matplotlib(args.constraints)
-    data = from_installed(version) or from_wheel(version)
+    version, hashes = pinned_matplotlib(args.lock)
+    data = from_installed(version) or from_wheel(version, hashes)
     if not data.startswith(b"\xff\xd8"):
         raise SystemExit("sample_photo: the extracted file is not a JPEG")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ MODEL_ARCHIVER_VERSION=0.12.0
 # with "No module named 'yaml'" while the frontend keeps restarting them); its stock vision
 # handlers import captum. Our handler needs neither, but a TorchServe install is not complete
 # without them.
-PYYAML_VERSION=$(sed -n "s/^PyYAML==//p" constraints.txt)  # the project's own pin: no second copy
+PYYAML_VERSION=$(sed -n "s/^pyyaml==\([^ ]*\).*/\1/p" requirements/dev-pypi.txt)  # the project's own pin: no second copy
 CAPTUM_VERSION=0.9.0
 JAVA_PACKAGE=openjdk-17-jre-headless
 

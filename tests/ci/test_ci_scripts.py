@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -89,12 +90,25 @@ def test_sample_photo_writes_grace_hopper(tmp_path: Path) -> None:
         assert min(image.size) >= 200
 
 
-def test_sample_photo_reads_the_pin_from_constraints(tmp_path: Path) -> None:
-    constraints = tmp_path / "constraints.txt"
-    constraints.write_text("numpy==2.4.6\nmatplotlib==9.9.9\n")
-    assert sample_photo.pinned_matplotlib(constraints) == "9.9.9"
+def test_sample_photo_reads_the_hash_locked_pin(tmp_path: Path) -> None:
+    lock = tmp_path / "dev-pypi.txt"
+    hashes = ["a" * 64, "b" * 64]
+    lock.write_text(
+        "numpy==2.4.6 \\\n    --hash=sha256:" + "c" * 64 + "\n    # via matplotlib\n"
+        "matplotlib==9.9.9 \\\n"
+        f"    --hash=sha256:{hashes[0]} \\\n    --hash=sha256:{hashes[1]}\n"
+        "    # via resnet-serving (pyproject.toml)\n"
+    )
+    assert sample_photo.pinned_matplotlib(lock) == ("9.9.9", hashes)
     # An installed matplotlib of another version is not used: the wheel would be downloaded.
     assert sample_photo.from_installed("9.9.9") is None
-    constraints.write_text("numpy==2.4.6\n")
+    # A pin without hashes is not enough: the download is hash-checked.
+    lock.write_text("numpy==2.4.6\nmatplotlib==9.9.9\n")
     with pytest.raises(SystemExit):
-        sample_photo.pinned_matplotlib(constraints)
+        sample_photo.pinned_matplotlib(lock)
+
+
+def test_sample_photo_pin_is_the_locked_matplotlib() -> None:
+    version, hashes = sample_photo.pinned_matplotlib(ROOT / "requirements" / "dev-pypi.txt")
+    assert version == metadata.version("matplotlib")
+    assert hashes

@@ -68,17 +68,28 @@ def test_runtime_copies_only_the_venv_the_app_and_the_weights(dockerfile: Docker
     assert not dockerfile.stage("runtime").all("ADD")
 
 
-def test_builder_installs_cpu_torch_with_the_pinned_constraints(dockerfile: Dockerfile) -> None:
+def test_builder_installs_the_hash_locked_runtime_deps(dockerfile: Dockerfile) -> None:
     builder = dockerfile.stage("builder")
     assert [a.args for a in builder.all("ARG")] == [f"TORCH_INDEX_URL={CPU_INDEX}"]
+    assert [c.args for c in builder.all("COPY")] == [
+        "requirements/runtime-cpu.txt requirements/runtime-pypi.txt ./requirements/"
+    ]
     installs = [r.args for r in builder.all("RUN") if "pip install" in r.args]
     assert len(installs) == 1
     install = installs[0]
-    assert "-c constraints.txt" in install
+    # Every file checked against the lock's sha256, nothing built from source, nothing unlisted.
+    assert "pip install --require-hashes --only-binary=:all:" in install
+    assert '-r "$lock"' in install
+    assert "constraints" not in install
+    assert "pip check" in install
+    # The lock follows the index: the CPU index's torch by default, PyPI's when it is empty,
+    # and no install at all for an index without a lock.
+    assert '"") lock=requirements/runtime-pypi.txt ;;' in install
+    assert "*/cpu | */cpu/) lock=requirements/runtime-cpu.txt ;;" in install
+    assert re.search(r"\*\) echo [^;]*>&2; exit 1 ;;", install)
     assert '--extra-index-url "$TORCH_INDEX_URL"' in install
     assert "--mount=type=cache,target=/root/.cache/pip" in install
-    # The dependency list comes from pyproject.toml, and the build proves the CPU build won.
-    assert "['project']['dependencies']" in install
+    # And the build proves the CPU build won.
     assert "torch.version.cuda" in install
 
 
@@ -233,9 +244,16 @@ def dockerignore_patterns() -> list[str]:
 
 def test_dockerignore_sends_only_what_the_dockerfile_copies(dockerfile: Dockerfile) -> None:
     patterns = dockerignore_patterns()
-    for path in ("pyproject.toml", "constraints.txt", "app/main.py", "app/api/routes.py"):
+    for path in (
+        "requirements/runtime-cpu.txt",
+        "requirements/runtime-pypi.txt",
+        "app/main.py",
+        "app/config.py",
+    ):
         assert not dockerignored(patterns, path), f"{path} must reach the build"
     for path in (
+        "pyproject.toml",
+        "requirements/dev-pypi.txt",
         ".git/HEAD",
         ".venv/bin/python",
         ".tools/bin/helm",

@@ -10,7 +10,6 @@ import shlex
 import subprocess
 import sys
 import threading
-import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,33 +45,59 @@ def run_snippet(
     )
 
 
-def builder_install(dockerfile: Dockerfile) -> list[str]:
+def builder_install(dockerfile: Dockerfile) -> str:
     [install] = [r.args for r in dockerfile.stage("builder").all("RUN") if "pip install" in r.args]
-    programs = python_snippets(install)
-    # requirements from pyproject, the CPU-build guard, the post-slimming forward pass
-    assert len(programs) == 3, programs
+    return install
+
+
+def builder_programs(dockerfile: Dockerfile) -> list[str]:
+    programs = python_snippets(builder_install(dockerfile))
+    # the CPU-build guard, the post-slimming forward pass
+    assert len(programs) == 2, programs
     return programs
 
 
-def test_requirements_come_from_pyproject(dockerfile: Dockerfile) -> None:
-    program = builder_install(dockerfile)[0]
-    result = run_snippet(program)
-    assert result.returncode == 0, result.stderr
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert result.stdout.splitlines() == pyproject["project"]["dependencies"]
-    assert "torch==2.11.0" in result.stdout.splitlines()
+def lock_for(dockerfile: Dockerfile, index: str) -> subprocess.CompletedProcess[str]:
+    """The builder's choice of lock for a TORCH_INDEX_URL, run by bash as the build runs it."""
+    install = builder_install(dockerfile)
+    choice = install[install.index('case "${TORCH_INDEX_URL}" in') : install.index("esac") + 4]
+    return subprocess.run(
+        ["bash", "-c", f'{choice} && echo "$lock"'],
+        env={"TORCH_INDEX_URL": index, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_lock_follows_the_torch_index(dockerfile: Dockerfile) -> None:
+    for index, lock in [
+        ("https://download.pytorch.org/whl/cpu", "requirements/runtime-cpu.txt"),
+        ("https://download.pytorch.org/whl/cpu/", "requirements/runtime-cpu.txt"),
+        ("", "requirements/runtime-pypi.txt"),
+    ]:
+        result = lock_for(dockerfile, index)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == lock, index
+        assert (ROOT / lock).is_file()
+    # An index with no lock stops the build instead of installing unhashed or mismatched wheels.
+    cuda = lock_for(dockerfile, "https://download.pytorch.org/whl/cu130")
+    assert cuda.returncode == 1
+    assert cuda.stdout == ""
+    assert "no lock for TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130" in cuda.stderr
 
 
 @pytest.mark.slow  # Python processes that import torch
 def test_build_fails_when_the_cpu_index_gave_a_cuda_torch(dockerfile: Dockerfile) -> None:
-    program = builder_install(dockerfile)[1]
+    program = builder_programs(dockerfile)[0]
     cuda_here = torch.version.cuda is not None
     cpu = run_snippet(program, "https://download.pytorch.org/whl/cpu")
     assert cpu.returncode == (1 if cuda_here else 0), cpu.stdout + cpu.stderr
-    # A CUDA index (or none) accepts whatever torch it got.
-    cuda = run_snippet(program, "https://download.pytorch.org/whl/cu130")
-    assert cuda.returncode == 0, cuda.stderr
-    assert "torch 2.11.0" in cuda.stdout
+    # PyPI's torch (no index given) is accepted whatever build it is.
+    pypi = run_snippet(program, "")
+    assert pypi.returncode == 0, pypi.stderr
+    assert "torch 2.11.0" in pypi.stdout
 
 
 def runtime_weights_check(dockerfile: Dockerfile, weights: str = "DEFAULT") -> str:
