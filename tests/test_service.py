@@ -161,9 +161,7 @@ async def service() -> AsyncIterator[Service]:
 
 async def test_the_pipeline_classifies_and_gives_the_capacity_back(service: Service) -> None:
     ticket = service.admission.admit(later())
-    prediction = await service.pipeline.classify_bytes(
-        photo_bytes("grace_hopper"), ticket, top_k=5
-    )
+    prediction = await service.pipeline.classify_bytes(photo_bytes("grace_hopper"), ticket, top_k=5)
     ticket.release()
     scores = [p.score for p in prediction.predictions]
     assert len(scores) == 5
