@@ -87,6 +87,12 @@ def batch_limit(settings: Settings) -> int:
     return settings.max_upload_bytes * settings.max_batch_files + BODY_OVERHEAD
 
 
+def protocol_limit(settings: Settings) -> int:
+    """An Open Inference Protocol call carries a batch's worth of images; in plain JSON they
+    are base64 (4 bytes for every 3), with the binary extension raw."""
+    return 4 * -(-settings.max_upload_bytes * settings.max_batch_files // 3) + BODY_OVERHEAD
+
+
 def body_limit(limit_for: Callable[[Settings], int]) -> Callable[[Request, Settings], None]:
     """A route dependency: this route's body cap, enforced by the body-limit middleware while
     the body streams in, and checked against Content-Length before anything else is done."""
@@ -103,6 +109,7 @@ def body_limit(limit_for: Callable[[Settings], int]) -> Callable[[Request, Setti
 
 single_image_body = Depends(body_limit(single_image_limit))
 batch_body = Depends(body_limit(batch_limit))
+protocol_body = Depends(body_limit(protocol_limit))
 
 
 # --- admission ----------------------------------------------------------------------------------

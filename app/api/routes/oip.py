@@ -1,6 +1,6 @@
 """The Open Inference Protocol's REST routes (/v2/...), on the same app, core and guards as
-/predict: the optional API key, the batch body cap, the request deadline, one admission ticket
-per call (app/oip/served_model.py)."""
+/predict: the optional API key, a batch's body cap (base64 included), the request deadline, one
+admission ticket per call (app/oip/served_model.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app import __version__
 from app.api.auth import require_api_key
-from app.api.deps import batch_body, deadline_from
+from app.api.deps import deadline_from, protocol_body
 from app.config import Settings
 from app.oip.handler import ServerInfo
 from app.oip.rest import oip_router
@@ -37,5 +37,5 @@ def router(settings: Settings, model: ServedModel) -> APIRouter:
         limits=limits(settings),
         server=server_info(),
         protected=[Depends(require_api_key)],
-        infer_dependencies=[batch_body],
+        infer_dependencies=[protocol_body],
     )
