@@ -132,7 +132,8 @@ RUN python -m compileall -q /srv/app \
     && python -c "import app.main, app.__main__; from app.weights import resolve_weights; s = resolve_weights('${MODEL_NAME}', '${MODEL_WEIGHTS}', allow_download=False); assert s.kind in ('cache', 'random'), s; print('weights', s.weights_id, s.path)"
 
 USER 10001:10001
-EXPOSE 8000
+# HTTP (SERVING_PORT) and the Open Inference Protocol over gRPC (SERVING_GRPC_PORT).
+EXPOSE 8000 8001
 # /health = liveness (the process answers); the port follows SERVING_PORT.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SERVING_PORT', '8000') + '/health', timeout=4)"]

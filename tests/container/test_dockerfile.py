@@ -188,11 +188,14 @@ def test_exec_form_entrypoint_so_sigterm_reaches_the_server(dockerfile: Dockerfi
     assert [s.args for s in runtime.all("STOPSIGNAL")] == ["SIGTERM"]
 
 
-def test_port_matches_the_apps_default_and_the_chart(dockerfile: Dockerfile) -> None:
+def test_ports_match_the_apps_defaults_and_the_chart(dockerfile: Dockerfile) -> None:
     default_port = Settings.model_fields["port"].default
-    assert [e.args for e in dockerfile.stage("runtime").all("EXPOSE")] == [str(default_port)]
+    grpc_port = Settings.model_fields["grpc_port"].default
+    exposed = [e.args for e in dockerfile.stage("runtime").all("EXPOSE")]
+    assert exposed == [f"{default_port} {grpc_port}"]
     values = yaml.safe_load(CHART_VALUES.read_text())
     assert int(values["config"]["SERVING_PORT"]) == default_port
+    assert int(values["config"]["SERVING_GRPC_PORT"]) == grpc_port
     assert values["config"]["SERVING_ALLOW_WEIGHTS_DOWNLOAD"] == "false"
 
 
