@@ -18,7 +18,10 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
         points = sorted((r for r in rows if r["config"] == config), key=lambda r: r["concurrency"])
         xs = [r["concurrency"] for r in points]
         left.plot(xs, [r["throughput_rps"] for r in points], marker="o", label=config)
-        right.plot(xs, [r["p95_ms"] for r in points], marker="o", label=config)
+        # A point where nothing was answered has no latency (its 0 is not a measurement).
+        answered = [r for r in points if r.get("ok", 1) > 0]
+        right.plot([r["concurrency"] for r in answered], [r["p95_ms"] for r in answered],
+                   marker="o", label=config)  # fmt: skip
     for axis, label in ((left, "throughput (requests/s)"), (right, "p95 latency (ms)")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("concurrent clients")
