@@ -8,7 +8,8 @@
    (when bench/torchserve/setup.sh has installed it; skipped with a message otherwise), with
    each server's start-up time to ready;
 4. the targets of docs/PERFORMANCE.md evaluated in this run (absolute figures and ratios);
-5. JSON results and a PNG plot in bench/results/.
+5. JSON results and a PNG plot in bench/results/, and docs/PERFORMANCE.md's generated tables
+   rewritten from them (when --out is bench/results/, the default).
 
     python -m bench.run_all                      # the full run (about 20 minutes)
     python -m bench.run_all --quick              # a smoke run (about two minutes)
@@ -43,6 +44,7 @@ from app.cpu import (
     default_torch_threads,
 )
 from bench import ceiling, preprocess_bench
+from bench import report as report_doc
 from bench.images import small_jpeg
 from bench.loadgen import run_load
 from bench.plot import plot_sweep
@@ -511,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(report["targets"], indent=2))
     print(f"wrote {json_path}")
+    if args.out.resolve() == RESULTS.resolve():
+        # The recorded results changed: the document's generated tables follow in the same
+        # command (what `python -m bench.report --write` does; a test holds them equal).
+        report_doc.DOC.write_text(report_doc.rewrite(report_doc.DOC.read_text()))
+        print(f"refreshed the generated tables of {report_doc.DOC.relative_to(ROOT)}")
     return 0
 
 
