@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.big_images import IMAGES
 from bench.procs import ROOT
+from harness.big_images import IMAGES
 
 
 def _rss_bytes() -> int:

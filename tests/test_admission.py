@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.procs import ManagedProcess, app_process
 from helpers.predict import apost_photo
+from helpers.process import ManagedProcess, app_process
 
 pytestmark = pytest.mark.slow
 

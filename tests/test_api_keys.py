@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.procs import ManagedProcess, app_process
 from conftest import make_settings
 from helpers.predict import post_photo
+from helpers.process import ManagedProcess, app_process
 
 KEY_A = "a-very-secret-key-0001"
 KEY_B = "another-secret-key-0002"

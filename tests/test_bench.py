@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from bench.loadgen import percentile, run_load, summarise
-from bench.procs import ROOT, ManagedProcess
 from bench.soak import growth
 from helpers.images import photo_bytes
+from helpers.process import ManagedProcess, run_module
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -73,22 +71,8 @@ def test_load_generator_reports_errors_by_status(server: ManagedProcess) -> None
 
 @pytest.mark.slow
 def test_run_all_quick_writes_results_and_plot(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run_all",
-            "--quick",
-            "--model",
-            "resnet18",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    completed = run_module(
+        "bench.run_all", "--quick", "--model", "resnet18", "--out", str(tmp_path), timeout_s=600
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((tmp_path / "run_all.json").read_text())
@@ -110,32 +94,11 @@ def test_run_all_quick_writes_results_and_plot(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_locustfile_runs_headless(server: ManagedProcess, tmp_path: Path) -> None:
     prefix = tmp_path / "stats"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            "bench/locustfile.py",
-            "--headless",
-            "-u",
-            "4",
-            "-r",
-            "4",
-            "-t",
-            "4s",
-            "--host",
-            server.base_url,
-            "--csv",
-            str(prefix),
-            "--only-summary",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    users = ["-u", "4", "-r", "4", "-t", "4s"]
+    completed = run_module(
+        "locust", "-f", "bench/locustfile.py", "--headless", *users, "--only-summary",
+        "--host", server.base_url, "--csv", str(prefix), timeout_s=120,
+    )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     with (tmp_path / "stats_stats.csv").open() as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}

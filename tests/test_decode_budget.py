@@ -28,8 +28,8 @@ from app.decode_budget import (
 from app.imaging import open_image
 from app.main import create_app
 from app.memory_limit import cgroup_memory_limit, resident_bytes
-from bench.big_images import IMAGES, png
 from conftest import ROOT, make_settings, wait_ready
+from harness.big_images import IMAGES, png
 from helpers.images import encode, photo, photo_bytes
 
 RESULTS = ROOT / "bench" / "results" / "decode_memory.json"

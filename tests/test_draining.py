@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from bench.procs import app_process
 from conftest import make_settings, wait_ready
 from helpers.predict import apost_photo, post_photo
+from helpers.process import app_process
 
 
 def test_draining_refuses_new_work_but_ready_says_why() -> None:

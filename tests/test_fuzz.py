@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from bench.procs import ManagedProcess
+from helpers.process import ManagedProcess
 
 UPSTREAM_CODES = frozenset({"url_fetch_failed", "url_fetch_timeout"})
 EXAMPLES_PER_OPERATION = 30

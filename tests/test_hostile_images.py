@@ -7,9 +7,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bench.procs import ManagedProcess
 from helpers.hostile import CORPUS
 from helpers.images import photo_bytes
+from helpers.process import ManagedProcess
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))

@@ -11,14 +11,12 @@ process its own event loop (and garbage collector) would add seconds to what it 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bench.procs import ROOT
+from helpers.process import run_module
 
 
 @pytest.mark.slow
@@ -26,28 +24,8 @@ def test_three_times_the_sustainable_load(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     out = tmp_path / "overload.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.overload",
-            "--model",
-            "resnet18",
-            "--clients",
-            "8",
-            "--measure",
-            "5",
-            "--burst",
-            "12",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    args = ["--model", "resnet18", "--clients", "8", "--measure", "5", "--burst", "12"]
+    completed = run_module("bench.overload", *args, "--json", str(out))
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(out.read_text())
     burst = report["burst"]

@@ -7,9 +7,6 @@ for a secret added later."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Annotated
@@ -22,8 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.config import Settings, describe_validation_error
 from app.settings_errors import describe_validation_error as describe_for
 from app.settings_errors import secret_fields
-from bench.procs import ROOT, ManagedProcess, app_process
 from helpers.images import photo_bytes
+from helpers.process import ManagedProcess, app_process, run_app
 
 GOOD_A = "good-key-AAAA-0123456789"
 GOOD_B = "good-key-BBBB-9876543210"
@@ -106,18 +103,6 @@ def test_the_rule_is_the_field_type_not_a_name_list(monkeypatch: pytest.MonkeyPa
 # --- the processes: every byte they write ------------------------------------------------
 
 
-def run_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
-    return subprocess.run(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env={**clean, "SERVING_MODEL_NAME": "resnet18", "SERVING_MODEL_WEIGHTS": "random", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "value",
@@ -125,7 +110,14 @@ def run_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     ids=["short among good", "only commas", "non-ASCII"],
 )
 def test_start_up_with_bad_keys_prints_no_key(value: str) -> None:
-    result = run_app({"SERVING_API_KEYS": value, "SERVING_LOG_FORMAT": "json"})
+    result = run_app(
+        {
+            "SERVING_MODEL_NAME": "resnet18",
+            "SERVING_MODEL_WEIGHTS": "random",
+            "SERVING_API_KEYS": value,
+            "SERVING_LOG_FORMAT": "json",
+        }
+    )
     assert result.returncode == 2
     assert "SERVING_API_KEYS" in result.stderr
     for stream in (result.stdout, result.stderr):

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,23 +17,9 @@ from fastapi.testclient import TestClient
 
 from app import runtime
 from app.main import create_app
-from bench.procs import ManagedProcess, app_process, free_port
-from conftest import ROOT, make_settings
+from conftest import make_settings
 from helpers.images import PHOTOS
-
-
-def run_app(env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "SERVING_PORT": str(free_port()), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-
+from helpers.process import ManagedProcess, app_process, free_port, json_log, run_app
 
 # --- start-up failures ---------------------------------------------------------------------
 
@@ -248,12 +231,7 @@ def test_access_log_is_one_json_line_per_request(server: ManagedProcess) -> None
             headers={"X-Request-ID": "log-check-42"},
         )
     time.sleep(0.2)
-    records = []
-    for line in server.log_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            pytest.fail(f"not a JSON log line: {line!r}")
+    records = json_log(server.log_text())
     mine = [r for r in records if r.get("request_id") == "log-check-42"]
     assert len(mine) == 1
     entry = mine[0]
@@ -303,8 +281,7 @@ def test_python_warnings_become_json_log_lines(tmp_path: Path) -> None:
                 == 413
             )
         server.terminate()
-    lines = [line for line in server.log_text().splitlines() if line.strip()]
-    records = [json.loads(line) for line in lines]  # every line parses
+    records = json_log(server.log_text())  # every line parses
     assert any(r.get("logger") == "py.warnings" for r in records)
 
 

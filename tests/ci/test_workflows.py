@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from helpers.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -410,14 +411,6 @@ def test_dependabot_keeps_actions_and_base_image_fresh() -> None:
 
 
 # --- actionlint and shellcheck ---------------------------------------------------------------
-
-
-def tool(name: str) -> str:
-    local = ROOT / ".tools" / "bin" / name
-    found = str(local) if local.is_file() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed: run scripts/install.sh", pytrace=False)
-    return found
 
 
 def test_shellcheck_is_installed_so_actionlint_checks_run_scripts() -> None:

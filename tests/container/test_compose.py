@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from app.config import Settings
-from container.dockerkit import ROOT, Dockerfile, require_tool
+from container.dockerkit import ROOT, Dockerfile
+from helpers.tools import tool
 
 COMPOSE = ROOT / "docker-compose.yml"
 DASHBOARDS = ROOT / "dashboards"
@@ -124,8 +125,7 @@ def test_prometheus_scrapes_the_app_with_the_labels_the_rules_expect(
 def test_compose_alert_rules_are_the_charts_rendered(tmp_path: Path) -> None:
     """One source of truth: the committed rule file is exactly what the chart renders."""
     rules = load_compose_rules()
-    helm = require_tool("helm", ROOT / ".tools" / "bin" / "helm")
-    fresh = rules.render_file(helm)
+    fresh = rules.render_file(str(tool("helm")))
     committed = rules.OUTPUT.read_text()
     assert fresh == committed, "stale: run `python scripts/compose_rules.py`"
     groups = yaml.safe_load(committed)["groups"]
@@ -141,7 +141,7 @@ def test_compose_alert_rules_are_the_charts_rendered(tmp_path: Path) -> None:
 def test_promtool_accepts_the_config_and_the_rules(
     tmp_path: Path, prometheus_config: dict[str, Any]
 ) -> None:
-    promtool = require_tool("promtool")
+    promtool = tool("promtool")
     rules_dir = ROOT / "deploy" / "compose" / "prometheus" / "rules"
     # The config as the container sees it, with the rule files at their repository path.
     config = dict(prometheus_config, rule_files=[str(rules_dir / "*.yaml")])

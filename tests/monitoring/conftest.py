@@ -3,7 +3,6 @@ promtool and prometheus from the Debian `prometheus` package, the app's real /me
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,30 +12,22 @@ import pytest
 from chart.conftest import helm, helm_bin, offline_chart, render
 from fastapi.testclient import TestClient
 
+from helpers.tools import tool
+
 __all__ = ["helm", "helm_bin", "metrics_text", "offline_chart", "prometheus_bin", "promtool_bin",
            "render"]  # fmt: skip
 
-
-def _system_tool(name: str) -> Path:
-    found = shutil.which(name) or (
-        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None
-    )
-    if not found:
-        pytest.fail(
-            f"{name} is missing: run scripts/install.sh (Debian package `prometheus`)",
-            pytrace=False,
-        )
-    return Path(found)
+PROMETHEUS_HINT = "run scripts/install.sh (Debian package `prometheus`)"
 
 
 @pytest.fixture(scope="session")
 def promtool_bin() -> Path:
-    return _system_tool("promtool")
+    return tool("promtool", hint=PROMETHEUS_HINT)
 
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> Path:
-    return _system_tool("prometheus")
+    return tool("prometheus", hint=PROMETHEUS_HINT)
 
 
 @pytest.fixture(scope="session")

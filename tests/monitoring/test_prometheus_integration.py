@@ -35,7 +35,7 @@ import yaml
 from chart.chartkit import Render
 from PIL import Image
 
-from bench.procs import ManagedProcess, app_process, free_port
+from helpers.process import ManagedProcess, app_process, free_port
 from monitoring.monitoringkit import (
     CLUSTER_SERIES,
     DASHBOARDS_DIR,
