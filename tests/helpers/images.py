@@ -42,10 +42,10 @@ def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
     return buf.getvalue()
 
 
-def sixteen_bit_png(gray: Image.Image) -> bytes:
-    """A 16-bit grayscale PNG whose values use the full 0..65535 range."""
+def sixteen_bit(gray: Image.Image, fmt: str = "PNG") -> bytes:
+    """A 16-bit grayscale image (PNG or TIFF) whose values use the full 0..65535 range."""
     arr = np.asarray(gray.convert("L"), dtype=np.uint16) * 257
-    return encode(Image.fromarray(arr), "PNG")
+    return encode(Image.fromarray(arr), fmt)
 
 
 def png_with_header_size(width: int, height: int) -> bytes:
