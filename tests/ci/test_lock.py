@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tomllib
 from importlib import metadata
@@ -18,6 +17,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from helpers.tools import tool
 from scripts import lockfile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,10 +318,9 @@ def test_nothing_refers_to_constraints_txt() -> None:
 
 def test_lock_sh_passes_shellcheck_and_documents_itself() -> None:
     script = ROOT / "scripts" / "lock.sh"
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.fail("shellcheck is not installed: run scripts/install.sh", pytrace=False)
-    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [tool("shellcheck"), str(script)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     usage = subprocess.run(
         [str(script), "--help"], capture_output=True, text=True, timeout=30, check=False
