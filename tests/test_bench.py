@@ -1,17 +1,29 @@
 """The benchmark tools work end to end (short runs: the real figures are in docs/PERFORMANCE.md,
-not asserted here) and the load generator counts correctly."""
+not asserted here), the load generators count correctly, and bench/oip_compare.py replays what
+tritonclient sends."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import json
+import os
+import struct
+import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
+from app.oip import grpc_predict_v2_pb2 as pb
+from app.oip.tensors import serialize_bytes
+from bench import oip_bodies
 from bench.loadgen import percentile, run_load, summarise
+from bench.oip_compare import Pool, Variant, rotated, with_ratios
+from bench.oip_load import Window, closed_loop, process_cpu_s
 from bench.soak import growth
 from helpers.images import photo_bytes
 from helpers.process import ManagedProcess, run_module
@@ -113,3 +125,120 @@ def test_performance_doc_tables_are_the_recorded_results() -> None:
     text = DOC.read_text()
     assert rewrite(text) == text, "docs/PERFORMANCE.md is stale: python -m bench.report --write"
     assert "(not measured yet)" not in text, "a results file in bench/results/ is missing"
+
+
+# --- bench/oip_compare.py: what it replays and how it counts (not its timings) -------------------
+
+IMAGE = photo_bytes("grace_hopper")
+
+
+def test_binary_body_is_the_image_after_tritonclients_json_header() -> None:
+    made = oip_bodies.binary_body(IMAGE, 5)
+    length = int(made.headers[oip_bodies.INFERENCE_HEADER])
+    header, tail = json.loads(made.body[:length]), made.body[length:]
+    (tensor,) = header["inputs"]
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == ("image", "BYTES", [1])
+    assert tensor["parameters"]["binary_data_size"] == len(tail)
+    assert tail == struct.pack("<I", len(IMAGE)) + IMAGE
+    assert header["outputs"][0]["parameters"]["classification"] == 5
+    # tritonclient.http sends no content type, so neither does the replay.
+    assert "content-type" not in {k.lower() for k in made.headers}
+
+
+def test_json_body_carries_the_image_in_base64() -> None:
+    made = oip_bodies.json_body(IMAGE, 3)
+    document = json.loads(made.body)
+    (tensor,) = document["inputs"]
+    assert base64.b64decode(tensor["data"][0]) == IMAGE
+    assert (tensor["datatype"], tensor["shape"]) == ("BYTES", [1])
+    assert document["outputs"] == [{"name": "scores", "parameters": {"classification": 3}}]
+    assert made.headers["content-type"] == "application/json"
+
+
+def test_grpc_request_is_the_message_tritonclient_builds() -> None:
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([IMAGE], dtype=np.object_))
+    output = grpcclient.InferRequestedOutput("scores", class_count=5)
+    theirs = grpcclient._utils._get_inference_request(
+        "resnet50", [tensor], "", "", [output], 0, False, False, 0, None, None
+    )
+    mine = pb.ModelInferRequest.FromString(oip_bodies.grpc_request("resnet50", IMAGE, 5))
+    assert mine == pb.ModelInferRequest.FromString(theirs.SerializeToString())
+
+
+def test_readers_take_the_first_class_of_each_answer() -> None:
+    entries = [b"0.400000:281:tabby", b"0.300000:282:tiger cat"]
+    response = pb.ModelInferResponse(
+        model_name="resnet50",
+        outputs=[pb.ModelInferResponse.InferOutputTensor(name="scores", datatype="BYTES",
+                                                         shape=[1, 2])],
+        raw_output_contents=[serialize_bytes(entries)],
+    )  # fmt: skip
+    assert oip_bodies.grpc_top1(response.SerializeToString()) == 281
+    rest = {"model_name": "resnet50", "outputs": [
+        {"name": "scores", "datatype": "BYTES", "shape": [1, 2],
+         "data": [e.decode() for e in entries]}]}  # fmt: skip
+    assert oip_bodies.rest_top1(json.dumps(rest).encode(), None) == 281
+    predict = {"predictions": [{"class_id": 281, "label": "tabby", "score": 0.4}]}
+    assert oip_bodies.predict_top1(json.dumps(predict).encode()) == 281
+
+
+def test_ratios_are_against_predict_at_the_same_client_count() -> None:
+    rows = [
+        {"throughput_rps": 20.0, "p50_ms": 50.0, "server_cpu_ms_per_request": 40.0},
+        {"throughput_rps": 18.0, "p50_ms": 55.0, "server_cpu_ms_per_request": 44.0},
+    ]
+    with_ratios(rows)
+    assert rows[0]["throughput_vs_predict"] == 1.0
+    assert rows[1]["throughput_vs_predict"] == 0.9
+    assert rows[1]["p50_vs_predict"] == 1.1
+    assert rows[1]["server_cpu_vs_predict"] == 1.1
+
+
+def test_rotation_gives_each_variant_each_place() -> None:
+    variants = [Variant(k, k, "http", b"") for k in "abcd"]
+    firsts = {rotated(variants, shift)[0].key for shift in range(4)}
+    assert firsts == set("abcd")
+    assert [v.key for v in rotated(variants, 5)] == list("bcda")
+
+
+def test_pool_pools_rounds_and_splits_cpu_per_request() -> None:
+    windows = [
+        Window(2.0, [0.1] * 10, server_cpu_s=0.5, client_cpu_s=0.05),
+        Window(2.0, [0.3] * 10, server_cpu_s=1.5, client_cpu_s=0.15),
+    ]
+    windows[1].failures["http_503"] = 2
+    row = Pool(windows, [1.0, 2.0]).row(Variant("grpc", "gRPC", "grpc", b"x" * 7), 4)
+    assert (row["ok"], row["failed"], row["failures"]) == (20, 2, {"http_503": 2})
+    assert row["throughput_rps"] == 5.0
+    assert row["server_cpu_ms_per_request"] == 100.0
+    assert row["client_cpu_ms_per_request"] == 10.0
+    assert row["round_rps"] == [5.0, 5.0]
+    assert (row["variant"], row["request_bytes"], row["concurrency"]) == ("grpc", 7, 4)
+
+
+def test_closed_loop_counts_answers_by_outcome() -> None:
+    answers = iter(["ok", "http_503"] * 10_000)
+
+    async def send() -> str:
+        await asyncio.sleep(0.01)
+        return next(answers)
+
+    window = asyncio.run(
+        closed_loop([send, send], duration_s=0.5, warmup_s=0.1, server_pid=os.getpid())
+    )
+    assert window.latencies_s, "no answer counted"
+    assert set(window.failures) == {"http_503"}
+    assert all(x >= 0.01 for x in window.latencies_s)
+    assert window.duration_s == 0.5
+
+
+def test_process_cpu_is_read_from_proc() -> None:
+    before_proc, before_own = process_cpu_s(os.getpid()), time.process_time()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn CPU so both clocks move
+        pass
+    spent_proc = process_cpu_s(os.getpid()) - before_proc
+    spent_own = time.process_time() - before_own
+    # Clock ticks are 10 ms: the two clocks of one process agree to a few ticks.
+    assert spent_proc == pytest.approx(spent_own, abs=0.05)
