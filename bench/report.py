@@ -413,6 +413,51 @@ def batching(_: dict[str, Any] | None = None) -> str:
     return sweep(data)
 
 
+def oip_compare(report: dict[str, Any]) -> str:
+    """bench/oip_compare.py: the protocol's paths next to /predict on one server, one run."""
+    m, server = report["machine"], report["server"]
+    isa = "AMX" if m.get("amx") else ("AVX512-BF16" if m.get("avx512_bf16") else "no native bf16")
+    loads = [x for r in report["rows"] for x in r["load_1m"]]
+    turn = report["seconds_per_point"] / report["rounds"]
+    head = (
+        f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpus_available']} CPUs, {isa}), "
+        f"model {report['model']} on {server['backend']} {server['dtype']}, random weights; "
+        f"{report['seconds_per_point']:g} s per point in {report['rounds']} turns of {turn:g} s "
+        f"(after {report['warmup_s_per_round']:g} s of warm-up each), the paths' order rotated "
+        f"every turn. Command: `{report['command']}`. Load average (1 min) on the machine: "
+        f"{min(loads):g} to {max(loads):g}.\n\n"
+    )
+
+    def ratio(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}x"
+
+    rows = [
+        [
+            r["label"],
+            r["concurrency"],
+            f"{r['throughput_rps']:.1f}",
+            ratio(r["throughput_vs_predict"]),
+            f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms",
+            f"{r['server_cpu_ms_per_request']:.1f} ms",
+            ratio(r["server_cpu_vs_predict"]),
+            f"{r['client_cpu_ms_per_request']:.1f} ms",
+            f"{r['request_bytes'] / 1024:.0f} KiB",
+            r["failed"],
+        ]
+        for r in sorted(report["rows"], key=lambda r: r["concurrency"])
+    ]
+    header = ["path", "clients", "req/s", "vs /predict", "p50 / p95", "server CPU per request",
+              "vs /predict", "client CPU per request", "request", "failed"]  # fmt: skip
+    us = report["parse_us"]
+    parse = (
+        "\nParsing each body needs before the image is in hand, in process (median): "
+        f"binary extension's JSON header {us['v2_binary_json_header']:g} µs; plain JSON "
+        f"{us['v2_json_body']:g} µs for the body plus {us['v2_json_base64_image']:g} µs of "
+        f"base64 decoding; gRPC's protobuf {us['grpc_protobuf_request']:g} µs; /predict none.\n"
+    )
+    return head + table(header, rows) + parse
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "cpu-sweep": ("run_all.json", sweep),
     "cpu-targets": ("run_all.json", targets),
@@ -431,6 +476,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "explore": ("", explore),
     "openvino-hints": ("", openvino_hints),
     "batching": ("", batching),
+    "oip-compare": ("oip_compare.json", oip_compare),
 }
 
 
