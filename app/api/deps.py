@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -54,19 +54,24 @@ def _service(request: Request) -> Service:
     return service
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are `async def` although none of them awaits: FastAPI runs a plain `def`
+# dependency on its worker threads, a round trip to another thread (and the GIL) for every one of
+# them on every request; these only read attributes (bench/profile_request.py measured it).
+
+
+async def _settings(request: Request) -> Settings:
     return _service(request).settings
 
 
-def _host(request: Request) -> ModelHost:
+async def _host(request: Request) -> ModelHost:
     return _service(request).host
 
 
-def _pipeline(request: Request) -> RequestPipeline:
+async def _pipeline(request: Request) -> RequestPipeline:
     return _service(request).pipeline
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return _service(request).metrics
 
 
@@ -93,11 +98,13 @@ def protocol_limit(settings: Settings) -> int:
     return 4 * -(-settings.max_upload_bytes * settings.max_batch_files // 3) + BODY_OVERHEAD
 
 
-def body_limit(limit_for: Callable[[Settings], int]) -> Callable[[Request, Settings], None]:
+def body_limit(
+    limit_for: Callable[[Settings], int],
+) -> Callable[[Request, Settings], Awaitable[None]]:
     """A route dependency: this route's body cap, enforced by the body-limit middleware while
     the body streams in, and checked against Content-Length before anything else is done."""
 
-    def declare(request: Request, settings: SettingsDep) -> None:
+    async def declare(request: Request, settings: SettingsDep) -> None:
         limit = limit_for(settings)
         request_context(request).body_limit = limit
         declared = request.headers.get("content-length", "")
