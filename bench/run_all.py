@@ -268,6 +268,40 @@ def measure_point(
     return row
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of a process group (a server and its
+    workers: every server here starts in its own session, so its PID is its group)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(server: Server, *, busy_below: float = 0.2, timeout_s: float = 180.0) -> float:
+    """Until the server uses less than `busy_below` of a CPU over a second: a server that does
+    not drop abandoned requests (the baseline's thread pool, TorchServe's queue) keeps
+    computing its backlog after the clients stop, on the CPUs the next point measures with.
+    Returns the seconds waited."""
+    started = time.monotonic()
+    pgid = server.pid
+    before = group_cpu_s(pgid)
+    while time.monotonic() - started < timeout_s:
+        time.sleep(1.0)
+        after = group_cpu_s(pgid)
+        if after - before < busy_below:
+            break
+        before = after
+    return round(time.monotonic() - started, 1)
+
+
 def sweep(
     config: ServerConfig,
     model: str,
@@ -306,6 +340,7 @@ def sweep_side_by_side(
             shift = i % len(servers)
             for config, server, ready in servers[shift:] + servers[:shift]:
                 rows.append(measure_point(config, server, ready, level, duration_s))
+                rows[-1]["drain_s"] = wait_until_idle(server)
     finally:
         for _, server, _ in servers:
             server.terminate()

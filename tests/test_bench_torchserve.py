@@ -237,10 +237,14 @@ def test_side_by_side_rotates_servers_per_client_count_and_stops_them_all(
 
     monkeypatch.setattr(run_all, "start_and_wait", start)
     monkeypatch.setattr(run_all, "measure_point", point)
+    monkeypatch.setattr(run_all, "wait_until_idle", lambda server: log.append("idle") or 0.0)
     configs = [run_all.ServerConfig(n, "serving") for n in ("a", "b", "c")]
     rows = run_all.sweep_side_by_side(configs, "resnet50", [1, 10], duration_s=1, log_dir=tmp_path)
-    assert log == ["start a", "start b", "start c", "1 a", "1 b", "1 c", "10 b", "10 c", "10 a",
-                   "stop a", "stop b", "stop c"]  # fmt: skip
+    # Each point waits for its server to finish its backlog before the next one measures.
+    assert [x for x in log if x != "idle"] == [
+        "start a", "start b", "start c", "1 a", "1 b", "1 c", "10 b", "10 c", "10 a",
+        "stop a", "stop b", "stop c"]  # fmt: skip
+    assert log[3:9] == ["1 a", "idle", "1 b", "idle", "1 c", "idle"]
     assert [(r["config"], r["concurrency"]) for r in rows] == [
         ("a", 1), ("a", 10), ("b", 1), ("b", 10), ("c", 1), ("c", 10)
     ]  # fmt: skip
@@ -254,3 +258,11 @@ def test_side_by_side_rotates_servers_per_client_count_and_stops_them_all(
     with pytest.raises(RuntimeError, match="died"):
         run_all.sweep_side_by_side(configs, "resnet50", [1], duration_s=1, log_dir=tmp_path)
     assert log[-3:] == ["stop a", "stop b", "stop c"]
+
+
+def test_group_cpu_time_counts_this_process_group() -> None:
+    import os
+
+    spent = run_all.group_cpu_s(os.getpgid(0))
+    sum(i * i for i in range(2_000_000))  # burn some CPU in this process
+    assert run_all.group_cpu_s(os.getpgid(0)) > spent > 0

@@ -162,6 +162,11 @@ class TorchServeProcess:
         )  # fmt: skip
         self.base_url = self.process.base_url
 
+    @property
+    def pid(self) -> int:
+        """The launcher's, which is also the group's."""
+        return self.process.pid
+
     def start(self) -> TorchServeProcess:
         self.process.start()
         return self
