@@ -16,6 +16,7 @@ from torchvision import models
 
 from bench import report, run_all
 from bench.torchserve import handler
+from bench.torchserve import server as ts_server
 from bench.torchserve.server import (
     TorchServeProcess,
     TorchServeSettings,
@@ -111,7 +112,7 @@ def test_missing_install_is_named_with_the_fix(tmp_path: Path) -> None:
 def test_sweep_skips_torchserve_with_a_message_when_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(run_all.torchserve, "missing_reason", lambda: "not installed here")
+    monkeypatch.setattr(ts_server, "missing_reason", lambda: "not installed here")
     assert run_all.torchserve_configs("resnet50") == []
     assert "skipping TorchServe: not installed here" in capsys.readouterr().out
 
@@ -119,7 +120,7 @@ def test_sweep_skips_torchserve_with_a_message_when_missing(
 def test_sweep_skips_torchserve_for_another_model(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(run_all.torchserve, "missing_reason", lambda: None)
+    monkeypatch.setattr(ts_server, "missing_reason", lambda: None)
     assert run_all.torchserve_configs("resnet18") == []
     assert "serves resnet50 only" in capsys.readouterr().out
 
@@ -127,7 +128,7 @@ def test_sweep_skips_torchserve_for_another_model(
 def test_sweep_offers_torchserve_configurations_when_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(run_all.torchserve, "missing_reason", lambda: None)
+    monkeypatch.setattr(ts_server, "missing_reason", lambda: None)
     monkeypatch.setattr(run_all, "available_cpus", lambda: 2)
     configs = run_all.torchserve_configs("resnet50")
     assert all(c.kind == "torchserve" and c.predict_path == "/predictions/resnet50"
@@ -237,7 +238,12 @@ def test_side_by_side_rotates_servers_per_client_count_and_stops_them_all(
 
     monkeypatch.setattr(run_all, "start_and_wait", start)
     monkeypatch.setattr(run_all, "measure_point", point)
-    monkeypatch.setattr(run_all, "wait_until_idle", lambda server: log.append("idle") or 0.0)
+
+    def idle(server: Any) -> float:
+        log.append("idle")
+        return 0.0
+
+    monkeypatch.setattr(run_all, "wait_until_idle", idle)
     configs = [run_all.ServerConfig(n, "serving") for n in ("a", "b", "c")]
     rows = run_all.sweep_side_by_side(configs, "resnet50", [1, 10], duration_s=1, log_dir=tmp_path)
     # Each point waits for its server to finish its backlog before the next one measures.

@@ -18,7 +18,7 @@ from helpers.images import photo_bytes
 @pytest.fixture
 def threadpool_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = fastapi_deps.run_in_threadpool
+    real = fastapi_deps.run_in_threadpool  # type: ignore[attr-defined]  # re-exported from starlette
 
     async def recording(func: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(getattr(func, "__qualname__", repr(func)))
