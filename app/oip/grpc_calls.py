@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from app.api.auth import key_matches
+from app.api.middleware.request_id import accept_request_id
 from app.errors import DeadlineExceededError, UnauthorizedError
 from app.metrics import Metrics
 
@@ -25,7 +25,6 @@ log = logging.getLogger("app.access")
 METHOD_LABEL = "GRPC"
 # A call cancelled by its client before an answer (nginx's convention for the same on HTTP).
 CLIENT_CLOSED = 499
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 
 
@@ -96,10 +95,8 @@ def call_deadline(
 
 
 def request_id(metadata: Sequence[Any] | None) -> str:
-    incoming = metadata_value(metadata, "x-request-id")
-    if incoming and _REQUEST_ID_OK.match(incoming):
-        return incoming
-    return uuid.uuid4().hex
+    """The caller's `x-request-id` by the same rule as HTTP's header, else a new one."""
+    return accept_request_id(metadata_value(metadata, "x-request-id"))
 
 
 def log_call(

@@ -14,9 +14,15 @@ from fastapi import FastAPI
 from .access_log import UNMATCHED_ROUTE, AccessLogMiddleware, route_of
 from .body_limit import BodyLimitMiddleware
 from .internal_error import InternalErrorMiddleware
-from .request_id import RequestIdMiddleware, new_request_id
+from .request_id import RequestIdMiddleware, accept_request_id, new_request_id
 
-__all__ = ["UNMATCHED_ROUTE", "install_middleware", "new_request_id", "route_of"]
+__all__ = [
+    "UNMATCHED_ROUTE",
+    "accept_request_id",
+    "install_middleware",
+    "new_request_id",
+    "route_of",
+]
 
 
 def install_middleware(app: FastAPI, *, default_body_limit: int) -> None:

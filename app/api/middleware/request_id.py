@@ -19,6 +19,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def accept_request_id(incoming: str | None) -> str:
+    """The caller's id when it is sane, else a new one (HTTP header or gRPC metadata)."""
+    return incoming if incoming and _REQUEST_ID_OK.match(incoming) else new_request_id()
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -35,7 +40,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else new_request_id()
+        request_id = accept_request_id(incoming)
         bind(scope, RequestContext(request_id=request_id))
         echoed = (b"x-request-id", request_id.encode())
 
