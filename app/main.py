@@ -55,7 +55,9 @@ async def _start(service: Service, on_fatal: FatalHandler) -> None:
         on_fatal(exc)
 
 
-async def _grpc(settings: Settings, model: ServedModel, metrics: Metrics) -> OipGrpcServer | None:
+async def _grpc(
+    settings: Settings, model: ServedModel, metrics: Metrics, api_keys: list[bytes]
+) -> OipGrpcServer | None:
     """The Open Inference Protocol over gRPC, in this event loop (SERVING_GRPC_PORT; 0 = off)."""
     if not settings.grpc_port:
         return None
@@ -63,7 +65,7 @@ async def _grpc(settings: Settings, model: ServedModel, metrics: Metrics) -> Oip
         lambda: model,
         port=settings.grpc_port,
         host=settings.host,
-        api_keys=[k.get_secret_value().encode() for k in settings.api_keys],
+        api_keys=api_keys,
         limits=oip.limits(settings),
         server_info=oip.server_info(),
         default_timeout_s=settings.request_timeout_s,
@@ -79,6 +81,8 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
     metrics = Metrics()
     service = Service(settings, metrics)
     served = ServedModel(service)
+    # Raw bytes, ready for constant-time comparison (HTTP and gRPC); Settings keeps them secret.
+    api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,7 +90,7 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
         # (done already, and kept, when `python -m app` checked before binding the port).
         service.host.resolve()
         with metrics_port(settings.metrics_port, settings.host, metrics):
-            grpc_server = await _grpc(settings, served, metrics)
+            grpc_server = await _grpc(settings, served, metrics, api_keys)
             loader = asyncio.create_task(_start(service, on_fatal), name="model-load")
             try:
                 yield
@@ -113,8 +117,7 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
         ],
     )
     app.state.service = service
-    # Raw bytes, ready for constant-time comparison; the Settings object keeps them secret.
-    app.state.api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
+    app.state.api_keys = api_keys
     install_error_handlers(app)
     include_routes(app)
     app.include_router(oip.router(settings, served))
