@@ -96,6 +96,7 @@ class ModelHost:
         self.load_seconds: float | None = None
         self._source: WeightsSource | None = None
         self._plan: RuntimePlan | None = None
+        self._preprocessor: Preprocessor | None = None
         self._runtime: ModelRuntime | None = None
         self._engine: Engine | None = None
         # The model thread: one worker, so the engine's thread pool never runs two forward
@@ -114,6 +115,15 @@ class ModelHost:
                 s.model_name, s.model_weights, allow_download=s.allow_weights_download
             )
         return self._source
+
+    def preprocessor(self) -> Preprocessor:
+        """The weights' own preprocessing (sizes, mean, std), known once they are resolved:
+        before the model loads, so protocol metadata can be answered while it does."""
+        if self._preprocessor is None:
+            self._preprocessor = Preprocessor.from_transforms(
+                self.resolve().meta_weights.transforms()
+            )
+        return self._preprocessor
 
     def plan(self) -> RuntimePlan:
         if self._plan is None:
@@ -151,7 +161,7 @@ class ModelHost:
             source, plan = self.resolve(), self.plan()
             self._set_state(State.LOADING, f"loading {source.model_name} ({source.weights_id})")
             runtime = await loop.run_in_executor(self._thread, self._build, source, plan)
-            preprocessor = Preprocessor.from_transforms(source.meta_weights.transforms())
+            preprocessor = self.preprocessor()
             self._set_state(State.WARMING, "warming up")
             sizes = list(range(1, self.settings.max_batch_size + 1))
             await loop.run_in_executor(self._thread, runtime.warm_up, sizes, preprocessor.crop_size)

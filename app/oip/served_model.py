@@ -17,7 +17,6 @@ import torch
 from app.admission import Ticket
 from app.errors import ServingError
 from app.pipeline import RequestPipeline
-from app.preprocess import Preprocessor
 from app.service import Service
 
 from .model import Scores
@@ -42,15 +41,11 @@ class ServedModel:
     def platform(self) -> str:
         return "pytorch_torchvision"
 
-    @cached_property
-    def _preprocessor(self) -> Preprocessor:
-        # From the weights' metadata (resolved before the server starts), not the loaded model:
-        # metadata requests are answered while the model still loads.
-        return Preprocessor.from_transforms(self._service.host.resolve().meta_weights.transforms())
-
     @property
     def input_size(self) -> int:
-        return self._preprocessor.crop_size
+        # From the weights' metadata, not the loaded model: metadata requests are answered
+        # while the model still loads.
+        return self._service.host.preprocessor().crop_size
 
     @cached_property
     def labels(self) -> Sequence[str]:
