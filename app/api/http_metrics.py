@@ -24,15 +24,14 @@ from prometheus_fastapi_instrumentator.metrics import Info
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.context import context_of
-from app.api.middleware import UNMATCHED_ROUTE
+from app.api.middleware import route_of
 from app.metrics import Metrics
-
-# What the instrumentator calls a path that matched no route (should_group_untemplated).
-_UNTEMPLATED = "none"
 
 
 def _route(info: Info) -> str:
-    return UNMATCHED_ROUTE if info.modified_handler == _UNTEMPLATED else info.modified_handler
+    """The route template the router matched (the same label as the access log's), or
+    `unmatched`: read from the request's scope, where routing left it."""
+    return route_of(info.request.scope)
 
 
 def _count_and_time(metrics: Metrics):  # type: ignore[no-untyped-def]
