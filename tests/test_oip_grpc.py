@@ -233,13 +233,19 @@ def test_api_keys_from_metadata(start: Start) -> None:
 
 # --- deadlines --------------------------------------------------------------------------------
 
+# How far over the client's own timeout the server may see it (see the first use).
+GRPC_TIMEOUT_ROUNDING_S = 0.25
+
 
 def test_client_deadline_reaches_the_model(start: Start, model: FakeModel) -> None:
     server = start(default_timeout_s=600.0, max_timeout_s=50.0)
     inputs = [images_input([image_file(0)])]
     with grpcclient.InferenceServerClient(server.target) as client:
         client.infer("fake", inputs, client_timeout=3.0)
-        assert model.deadlines[-1] <= 3.0
+        # gRPC carries the timeout in a header rounded up to its unit, and the server measures
+        # it from when the call arrived: the remaining time can come out a few ms over what the
+        # client asked (3.0089 s was seen in CI). The point is 3 s, not the server's 50 or 600.
+        assert model.deadlines[-1] <= 3.0 + GRPC_TIMEOUT_ROUNDING_S
         client.infer("fake", inputs, client_timeout=500.0)
         assert model.deadlines[-1] <= 50.0  # capped by the server's maximum
         client.infer("fake", inputs)
