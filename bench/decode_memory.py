@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT
 from harness.big_images import IMAGES
+from harness.process import ROOT
 
 
 def _rss_bytes() -> int:

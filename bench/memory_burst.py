@@ -31,10 +31,10 @@ from typing import Any
 import httpx
 
 from bench.images import small_jpeg
-from bench.procs import ManagedProcess, app_command, free_port
 from harness.big_images import BURST_IMAGES, IMAGES
 from harness.burst import burst
 from harness.cgroup import MemoryCgroup
+from harness.process import ManagedProcess, app_command, free_port
 
 MIB = 1 << 20
 

@@ -46,8 +46,8 @@ from bench import oip_bodies
 from bench.images import small_jpeg
 from bench.loadgen import summarise
 from bench.oip_load import MODEL_INFER, Send, Window, closed_loop, grpc_senders, http_senders
-from bench.run_all import machine_info
-from harness.process import ROOT, ManagedProcess, app_process, free_port
+from bench.run_all import Server, ServerConfig, machine_info, start_and_wait
+from harness.process import ROOT, free_port
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -228,21 +228,15 @@ def server_env(model: str) -> dict[str, str]:
             "SERVING_LOG_LEVEL": "warning", "SERVING_DEVICE": "cpu"}  # fmt: skip
 
 
-def start(model: str, log_dir: Path) -> tuple[ManagedProcess, Target, dict[str, Any]]:
+def start(model: str, log_dir: Path) -> tuple[Server, Target, dict[str, Any]]:
+    """The server as run_all starts its own (timed to ready, stopped if it never gets there),
+    with the gRPC listener on a port chosen here so the protocol's clients can reach it."""
     grpc_port = free_port()
     env = {**server_env(model), "SERVING_GRPC_PORT": str(grpc_port)}
-    server = app_process(env, log_path=log_dir / "server.log")
-    started = time.monotonic()
-    server.start()
-    try:
-        server.wait_ready(timeout_s=900)
-    except BaseException:
-        server.terminate()
-        raise
-    ready_s = time.monotonic() - started
-    ready = httpx.get(server.base_url + "/ready", timeout=10).json()
-    info = {"ready_s": round(ready_s, 1), "backend": ready.get("backend"),
-            "dtype": ready.get("dtype"), "device": ready.get("device")}  # fmt: skip
+    server, ready = start_and_wait(ServerConfig("serving", "serving", env), model, log_dir)
+    card = httpx.get(server.base_url + "/ready", timeout=10).json()
+    info = {"ready_s": ready["ready_s"], "backend": card.get("backend"),
+            "dtype": card.get("dtype"), "device": card.get("device")}  # fmt: skip
     return server, Target(server.base_url, f"127.0.0.1:{grpc_port}", server.pid), info
 
 

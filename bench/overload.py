@@ -30,7 +30,7 @@ import httpx
 
 from bench.images import small_jpeg
 from bench.loadgen import percentile, run_load
-from bench.procs import ManagedProcess, app_process
+from harness.process import ManagedProcess, app_process
 
 
 @dataclass

@@ -48,8 +48,8 @@ from bench import report as report_doc
 from bench.images import small_jpeg
 from bench.loadgen import run_load
 from bench.plot import plot_sweep
-from bench.procs import ROOT, ManagedProcess, app_process, free_port
 from bench.torchserve import server as torchserve
+from harness.process import ROOT, ManagedProcess, app_process, free_port
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.images import small_jpeg
 from bench.loadgen import run_load
-from bench.procs import app_process
+from harness.process import app_process
 
 
 async def soak(

@@ -1,7 +1,7 @@
 """Start a server process on a free loopback port, wait for it to be ready, stop it by PID.
 
 The one process harness of the tests (through tests/helpers/process.py) and of the benchmarks
-(through bench/procs.py): the app, a baseline server, nginx or Prometheus, each in its own
+(which import it directly): the app, a baseline server, nginx or Prometheus, each in its own
 process group with its output in a log file."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import httpx
 import torch
 from torchvision import models
 
-from bench.procs import ROOT, ManagedProcess, free_port
+from harness.process import ROOT, ManagedProcess, free_port
 
 VENV = ROOT / ".tools" / "torchserve-venv"
 HERE = Path(__file__).resolve().parent

@@ -20,10 +20,11 @@ SETTING = "SERVING_MAX_BATCH_DELAY_MS"
 
 
 def _config_value(cluster: Cluster, key: str) -> str | None:
-    [configmap] = cluster.get("configmap", "-l", f"app.kubernetes.io/instance={cluster.release}")[
-        "items"
-    ][:1]
-    value: str | None = configmap["data"].get(key)
+    """The setting in the ConfigMap the serving container takes its environment from (the
+    release's label also marks the dashboards' ConfigMaps, so it cannot pick one)."""
+    [container] = cluster.deployment()["spec"]["template"]["spec"]["containers"][:1]
+    [name] = [e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e][:1]
+    value: str | None = cluster.get("configmap", name)["data"].get(key)
     return value
 
 
