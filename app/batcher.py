@@ -208,6 +208,13 @@ class Batcher:
             live.append(pending)
         return live
 
+    def _infer_batch(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """One forward pass over the batch, on the model thread. Stacking copies every image
+        (0.6 MB at 224 px, fp32), so it happens here rather than on the event loop, and a lone
+        image (the common case at low load) is only viewed as a batch of one."""
+        batch = tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+        return self._infer(batch)
+
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -220,8 +227,8 @@ class Batcher:
             started = self._clock()
             self.stats.busy_since = started
             try:
-                stacked = torch.stack([p.tensor for p in batch])
-                probs = await loop.run_in_executor(self._executor, self._infer, stacked)
+                tensors = [p.tensor for p in batch]
+                probs = await loop.run_in_executor(self._executor, self._infer_batch, tensors)
             except Exception:  # a model fault: every request of the batch learns of it
                 log.exception("inference failed for a batch of %d", len(batch))
                 for pending in batch:
