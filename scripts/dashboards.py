@@ -442,7 +442,8 @@ def overview() -> dict[str, Any]:
     add(
         timeseries_panel(
             "Rejected / s by reason",
-            "Images refused or dropped before inference (queue_full, expected_wait, deadline).",
+            "Images refused or dropped before inference (queue_full, expected_wait, "
+            "decode_memory, deadline).",
             "short",
             query(f"sum by (reason) (rate(rejected_requests_total{{{APP}}}{RATE}))", "{{reason}}"),
         ),
@@ -456,7 +457,7 @@ def overview() -> dict[str, Any]:
             "s",
             *quantiles("url_fetch_duration_seconds", "outcome", (0.95,), "{{outcome}}"),
         ),
-        w=12,
+        w=8,
         h=8,
     )
     add(
@@ -466,7 +467,20 @@ def overview() -> dict[str, Any]:
             "bytes",
             *quantiles("image_size_bytes", "", (0.5, 0.95), ""),
         ),
-        w=12,
+        w=8,
+        h=8,
+    )
+    add(
+        timeseries_panel(
+            "Decode memory in flight and budget",
+            "Memory reserved by images being decoded now (their measured peak), against the "
+            "budget (SERVING_MAX_PIXELS_IN_FLIGHT, or derived from the memory limit). An image "
+            "that would exceed it waits, then is refused (Rejected / s, reason decode_memory).",
+            "bytes",
+            query(f"sum by (pod) (decode_memory_in_flight_bytes{{{APP}}})", "{{pod}} in flight"),
+            query(f"max by (pod) (decode_memory_budget_bytes{{{APP}}})", "{{pod}} budget", "B"),
+        ),
+        w=8,
         h=8,
     )
 

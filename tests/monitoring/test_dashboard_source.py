@@ -33,6 +33,7 @@ REQUIRED_PANELS = {
     "CPU per pod (process)": "process_cpu_seconds_total",
     "Memory per pod (process resident)": "process_resident_memory_bytes",
     "Loaded model per pod": "model_info",
+    "Decode memory in flight and budget": "decode_memory_in_flight_bytes",
 }
 
 
