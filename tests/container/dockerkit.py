@@ -8,8 +8,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.tools import tool
-
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -100,9 +98,3 @@ def parse_dockerfile(text: str) -> Dockerfile:
         else:
             stages[-1].instructions.append(inst)
     return Dockerfile(text=text, global_args=global_args, stages=stages)
-
-
-def require_tool(name: str, *_candidates: Path) -> str:
-    """Only for test_dockerfile.py's hadolint until it calls helpers.tools.tool itself; the
-    candidates it passes (the venv's bin) are where tool() looks anyway."""
-    return str(tool(name))
