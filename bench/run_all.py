@@ -49,7 +49,7 @@ from bench.images import small_jpeg
 from bench.loadgen import run_load
 from bench.plot import plot_sweep
 from bench.torchserve import server as torchserve
-from harness.process import ROOT, ManagedProcess, app_process, free_port
+from harness.process import ROOT, ManagedProcess, app_process, free_port, group_stat
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -269,19 +269,9 @@ def measure_point(
 
 
 def group_cpu_s(pgid: int) -> float:
-    """CPU seconds used so far by the live processes of a process group (a server and its
-    workers: every server here starts in its own session, so its PID is its group)."""
-    ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    """CPU seconds used so far by the processes of a process group (a server and its
+    workers)."""
+    ticks = sum(int(f[11]) + int(f[12]) for f in group_stat(pgid).values())  # utime + stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

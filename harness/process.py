@@ -28,6 +28,25 @@ def free_port() -> int:
         return port
 
 
+def group_stat(pgid: int) -> dict[int, list[str]]:
+    """The /proc/<pid>/stat fields, from the state on, of every process in a process group
+    (a server and its workers: each server here starts in its own session, so its PID is its
+    group). Field i here is field i + 3 of proc(5): 0 state, 2 pgrp, 11 utime, 12 stime."""
+    members = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited while we looked
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after it.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            members[int(entry.name)] = fields
+    return members
+
+
 def app_command() -> list[str]:
     return [sys.executable, "-m", "app"]
 

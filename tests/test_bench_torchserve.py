@@ -272,3 +272,28 @@ def test_group_cpu_time_counts_this_process_group() -> None:
     spent = run_all.group_cpu_s(os.getpgid(0))
     sum(i * i for i in range(2_000_000))  # burn some CPU in this process
     assert run_all.group_cpu_s(os.getpgid(0)) > spent > 0
+
+
+def test_group_stat_lists_exactly_the_members_of_a_process_group() -> None:
+    """What TorchServeProcess.group_pids and group_cpu_s read: a shell in its own session with
+    two children is three members; nothing of this process's group is among them."""
+    import os
+    import subprocess
+    import time
+
+    from harness.process import group_stat
+
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(group_stat(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        members = group_stat(proc.pid)
+        assert len(members) == 3
+        assert proc.pid in members
+        assert all(fields[2] == str(proc.pid) for fields in members.values())
+        assert os.getpid() not in members
+        assert os.getpid() in group_stat(os.getpgid(0))
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()

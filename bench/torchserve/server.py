@@ -23,7 +23,7 @@ import httpx
 import torch
 from torchvision import models
 
-from harness.process import ROOT, ManagedProcess, free_port
+from harness.process import ROOT, ManagedProcess, free_port, group_stat
 
 VENV = ROOT / ".tools" / "torchserve-venv"
 HERE = Path(__file__).resolve().parent
@@ -173,19 +173,7 @@ class TorchServeProcess:
 
     def group_pids(self) -> list[int]:
         """Live processes of the group (zombies left for init to reap do not count)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after it.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if fields[0] != "Z" and int(fields[2]) == self.process.pid:
-                pids.append(int(entry.name))
-        return pids
+        return [pid for pid, f in group_stat(self.process.pid).items() if f[0] != "Z"]
 
     def worker_pids(self) -> list[int]:
         out = []
