@@ -1,16 +1,23 @@
 """The last resort: an exception no handler turned into a response becomes a JSON 500 in the
-same shape as every other error (and is logged with its traceback), instead of a bare text."""
+same shape as every other error (and is logged with its traceback), instead of a bare text.
+
+A client that disconnects while its body is being read is not an error of ours: it is recorded
+as nginx's 499 (client closed request), without a traceback, so the access log and
+request_count_total say what happened and the 5xx alerts do not fire on it."""
 
 from __future__ import annotations
 
 import logging
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.context import context_of
 from app.api.errors import send_error
 
 log = logging.getLogger("app.access")
+
+CLIENT_CLOSED = 499
 
 
 class InternalErrorMiddleware:
@@ -31,6 +38,12 @@ class InternalErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            context = context_of(scope)
+            context.error_code = "client_closed_request"
+            if not started:  # nobody reads it (the server drops it); the layers above count it
+                message = "the client closed the connection before its request was read"
+                await send_error(send, CLIENT_CLOSED, context.error_code, message, context)
         except Exception:
             context = context_of(scope)
             log.exception("unhandled error", extra={"request_id": context.request_id})
