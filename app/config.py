@@ -146,6 +146,19 @@ class Settings(BaseSettings):
             "memory limit, or 384 MiB without a limit."
         ),
     )
+    max_body_bytes_in_flight: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Memory budget for request bodies being read and parsed, in bytes. Each request "
+            "reserves its Content-Length (the route's cap when it sends none) times what its "
+            "route holds per body byte (1 for /predict, 1.5 for /predict/batch, 3 for the "
+            "protocol's JSON and binary bodies) before its body is read, until it is answered; "
+            "one that does not fit waits, then gets 503 `memory_busy`, and one larger than the "
+            "whole budget waits for it to be empty. 0 = a quarter of what the loaded model "
+            "leaves free under the container's memory limit, or 128 MiB without a limit."
+        ),
+    )
     max_batch_files: int = Field(
         16, ge=1, le=256, description="Most images in one `POST /predict/batch` request."
     )

@@ -13,13 +13,7 @@ modes, and a test keeps the model at or above every measured figure.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from app.imaging import OpenedImage
 
@@ -144,97 +138,3 @@ def budget_bytes(
     free = limit - (baseline or 0)
     share = int(free * LIMIT_SHARE)
     return max(MIN_BUDGET_BYTES, share), f"{LIMIT_SHARE:.0%} of (limit {limit} - RSS {baseline})"
-
-
-@dataclass(eq=False)
-class _Waiter:
-    need: int
-    future: asyncio.Future[None]
-    loop: asyncio.AbstractEventLoop
-
-
-class MemoryBudget:
-    """Bytes reserved by images being decoded. Thread-safe: decode threads take and give back
-    reservations; the event loop queues the images that must wait, first come first served."""
-
-    def __init__(self, capacity: int, on_change: Callable[[int], None] | None = None) -> None:
-        self.capacity = capacity
-        self._in_use = 0
-        self._lock = threading.Lock()
-        self._waiters: deque[_Waiter] = deque()
-        self._on_change = on_change
-
-    @property
-    def in_use(self) -> int:
-        return self._in_use
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change(self._in_use)
-
-    def try_acquire(self, need: int) -> bool:
-        """Reserve at once if it fits and nobody waits ahead; from any thread."""
-        with self._lock:
-            if self._waiters or self._in_use + need > self.capacity:
-                return False
-            self._in_use += need
-            self._changed()
-            return True
-
-    def release(self, need: int) -> None:
-        """Give a reservation back and hand the room to waiters in order; from any thread."""
-        with self._lock:
-            self._in_use -= need
-            granted = self._grant_locked()
-            self._changed()
-        for waiter in granted:
-            waiter.loop.call_soon_threadsafe(self._deliver, waiter)
-
-    def _grant_locked(self) -> list[_Waiter]:
-        granted = []
-        while self._waiters and self._in_use + self._waiters[0].need <= self.capacity:
-            waiter = self._waiters.popleft()
-            self._in_use += waiter.need
-            granted.append(waiter)
-        return granted
-
-    def _deliver(self, waiter: _Waiter) -> None:
-        if waiter.future.done():  # it gave up (deadline, disconnect) after being granted
-            self.release(waiter.need)
-        else:
-            waiter.future.set_result(None)
-
-    async def acquire(self, need: int, deadline: float | None) -> bool:
-        """Wait for `need` bytes until `deadline` (time.monotonic); False when it passed."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if not self._waiters and self._in_use + need <= self.capacity:
-                self._in_use += need
-                self._changed()
-                return True
-            waiter = _Waiter(need, loop.create_future(), loop)
-            self._waiters.append(waiter)
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter.future
-            return True
-        except TimeoutError:
-            self._abandon(waiter)
-            return False
-        except BaseException:
-            self._abandon(waiter)
-            raise
-
-    def _abandon(self, waiter: _Waiter) -> None:
-        with self._lock:
-            queued = waiter in self._waiters
-            if queued:
-                self._waiters.remove(waiter)
-            granted = self._grant_locked()  # the head may have left: others may fit now
-            self._changed()
-        for other in granted:
-            other.loop.call_soon_threadsafe(self._deliver, other)
-        if not queued and waiter.future.done() and not waiter.future.cancelled():
-            self.release(waiter.need)  # granted just as it gave up: give it back
-        # Granted but not yet delivered: `_deliver` finds the future cancelled and releases.

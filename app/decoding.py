@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from app.decode_budget import MIB, MemoryBudget, budget_bytes, decode_peak_bytes
+from app.decode_budget import MIB, budget_bytes, decode_peak_bytes
 from app.errors import DeadlineExceededError, ImageTooLargeError, MemoryBusyError
 from app.imaging import OpenedImage, finish_decode, open_image
-from app.memory_limit import cgroup_memory_limit, resident_bytes, return_free_memory
+from app.memory_budget import MemoryBudget
+from app.memory_limit import return_free_memory
 from app.metrics import Metrics
 from app.preprocess import Preprocessor
 
@@ -76,10 +77,9 @@ class ImageDecoder:
         self.budget = MemoryBudget(capacity, on_change=metrics.decode_memory_in_flight.set)
         metrics.decode_memory_budget.set(capacity)
 
-    def size_budget(self) -> None:
+    def size_budget(self, *, limit: int | None, baseline: int | None) -> None:
         """Fix the budget once the model is loaded: its RSS is the baseline the memory limit's
         free share is computed from."""
-        limit, baseline = cgroup_memory_limit(), resident_bytes()
         capacity, how = budget_bytes(self.pixels_in_flight, limit=limit, baseline=baseline)
         self.budget.capacity = capacity
         self.metrics.decode_memory_budget.set(capacity)

@@ -125,8 +125,9 @@ class OverloadedError(ServingError):
 
 
 class MemoryBusyError(ServingError):
-    """The images being decoded hold the decode memory budget, and this one's deadline passed
-    while it waited for room."""
+    """A memory budget is full (the decode budget, held by images being decoded, or the body
+    budget, held by request bodies being read), and this request's deadline passed while it
+    waited for room."""
 
     status_code = 503
     code = "memory_busy"

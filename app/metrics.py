@@ -143,6 +143,20 @@ class Metrics:
             registry=r,
         )
 
+        # --- body memory budget -------------------------------------------------------------
+        self.body_memory_in_flight = Gauge(
+            "body_memory_in_flight_bytes",
+            "Body memory reserved by requests being read and answered (Content-Length x the "
+            "route's factor).",
+            registry=r,
+        )
+        self.body_memory_budget = Gauge(
+            "body_memory_budget_bytes",
+            "The body memory budget: SERVING_MAX_BODY_BYTES_IN_FLIGHT, or derived from the "
+            "memory limit once the model is loaded.",
+            registry=r,
+        )
+
         # --- model state --------------------------------------------------------------------
         self.model_info = Gauge(
             "model_info",

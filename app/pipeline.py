@@ -17,11 +17,12 @@ import torch
 
 from app.admission import Ticket
 from app.batcher import Batcher, BatchTiming
+from app.body_memory import BodyMemory
 from app.decoding import ImageDecoder, Preprocessed
 from app.errors import NotReadyError
 from app.host import Engine
 from app.metrics import Metrics
-from app.url_fetch import UrlFetcher
+from app.url_fetch import RoomFor, UrlFetcher
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class RequestPipeline:
         *,
         decoder: ImageDecoder,
         fetcher: UrlFetcher,
+        body_memory: BodyMemory,
         metrics: Metrics,
         model_name: str,
         max_batch_size: int,
@@ -69,6 +71,7 @@ class RequestPipeline:
     ) -> None:
         self.decoder = decoder
         self.fetcher = fetcher
+        self.body_memory = body_memory
         self.metrics = metrics
         self.model_name = model_name
         self.max_batch_size = max_batch_size
@@ -110,12 +113,12 @@ class RequestPipeline:
 
     # --- stages -----------------------------------------------------------------------------
 
-    async def fetch(self, url: str) -> tuple[bytes, float]:
+    async def fetch(self, url: str, room_for: RoomFor | None = None) -> tuple[bytes, float]:
         """The image at `url` and the seconds its download took (app/url_fetch.py's policy)."""
         outcome = "ok"
         started = time.perf_counter()
         try:
-            fetched = await self.fetcher.fetch(url)
+            fetched = await self.fetcher.fetch(url, room_for=room_for)
         except Exception as exc:
             outcome = getattr(exc, "code", "error")
             raise
@@ -179,5 +182,16 @@ class RequestPipeline:
         )
 
     async def classify_url(self, url: str, ticket: Ticket, *, top_k: int) -> Prediction:
-        data, seconds = await self.fetch(url)
-        return await self.classify_bytes(data, ticket, top_k=top_k, fetch_s=seconds)
+        """A downloaded image holds memory as an uploaded one does: its bytes are reserved in
+        the body budget (declared length, or the cap) before they are read, until answered."""
+        held = 0
+
+        async def room_for(size: int) -> None:
+            nonlocal held
+            held = await self.body_memory.reserve(size, ticket.deadline)
+
+        try:
+            data, seconds = await self.fetch(url, room_for)
+            return await self.classify_bytes(data, ticket, top_k=top_k, fetch_s=seconds)
+        finally:
+            self.body_memory.release(held)

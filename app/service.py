@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 
 from app.admission import Admission
+from app.body_memory import BodyMemory
 from app.config import Settings
 from app.decoding import ImageDecoder
 from app.host import ModelHost
+from app.memory_limit import cgroup_memory_limit, resident_bytes
 from app.metrics import Metrics
 from app.pipeline import RequestPipeline
 from app.url_fetch import AddressPolicy, UrlFetcher
@@ -29,6 +31,7 @@ class Service:
             pixels_in_flight=settings.max_pixels_in_flight,
             metrics=metrics,
         )
+        self.body_memory = BodyMemory(settings.max_body_bytes_in_flight, metrics)
         fetcher = UrlFetcher(
             policy=AddressPolicy(
                 allow_private=settings.allow_private_urls,
@@ -41,6 +44,7 @@ class Service:
         self.pipeline = RequestPipeline(
             decoder=self.decoder,
             fetcher=fetcher,
+            body_memory=self.body_memory,
             metrics=metrics,
             model_name=settings.model_name,
             max_batch_size=settings.max_batch_size,
@@ -55,8 +59,10 @@ class Service:
         state is then FAILED, which /ready reports)."""
         engine = await self.host.load()
         self.admission.attach(self.pipeline.start(engine))
-        # Loaded and warmed: the RSS now is the baseline the decode budget is derived from.
-        self.decoder.size_budget()
+        # Loaded and warmed: the RSS now is the baseline both memory budgets are derived from.
+        limit, baseline = cgroup_memory_limit(), resident_bytes()
+        self.decoder.size_budget(limit=limit, baseline=baseline)
+        self.body_memory.size(limit=limit, baseline=baseline)
         self.host.mark_ready()
 
     def drain(self) -> None:

@@ -22,7 +22,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -41,6 +41,8 @@ from app.errors import (
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Awaited with a body's size before it is read (the caller's memory reservation).
+RoomFor = Callable[[int], Awaitable[None]]
 
 # Instance metadata services: credentials live there. Never reachable, whatever the settings.
 METADATA_NETWORKS: tuple[Network, ...] = tuple(
@@ -226,14 +228,16 @@ class UrlFetcher:
             },
         )
 
-    async def fetch(self, raw_url: str) -> FetchedImage:
-        """Download `raw_url`, following checked redirects; bytes capped at `max_bytes`."""
+    async def fetch(self, raw_url: str, *, room_for: RoomFor | None = None) -> FetchedImage:
+        """Download `raw_url`, following checked redirects; bytes capped at `max_bytes`.
+        `room_for(n)` is awaited before the body is read, with its declared length (the cap
+        when it declares none), for the caller to reserve memory: it may wait or raise."""
         started = time.perf_counter()
         url = validate_url(raw_url)
         try:
             async with asyncio.timeout(self.timeout_s):
                 for _ in range(self.max_redirects + 1):
-                    result = await self._fetch_once(url)
+                    result = await self._fetch_once(url, room_for)
                     if isinstance(result, httpx.URL):
                         url = result
                         continue
@@ -252,7 +256,9 @@ class UrlFetcher:
             raise UrlFetchError(f"TLS failed for the URL: {exc.reason or exc}") from exc
         raise UrlFetchError(f"more than {self.max_redirects} redirects (SERVING_URL_MAX_REDIRECTS)")
 
-    async def _fetch_once(self, url: httpx.URL) -> httpx.URL | tuple[bytes, str]:
+    async def _fetch_once(
+        self, url: httpx.URL, room_for: RoomFor | None
+    ) -> httpx.URL | tuple[bytes, str]:
         response = await self._pool.handle_async_request(self._request(url))
         try:
             headers = _headers(response.headers)
@@ -269,6 +275,8 @@ class UrlFetcher:
                     f"the URL's content is {declared} bytes; the limit is {self.max_bytes} "
                     "(SERVING_MAX_UPLOAD_BYTES)"
                 )
+            if room_for is not None:
+                await room_for(int(declared) if declared and declared.isdigit() else self.max_bytes)
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_stream():

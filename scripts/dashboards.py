@@ -443,7 +443,7 @@ def overview() -> dict[str, Any]:
         timeseries_panel(
             "Rejected / s by reason",
             "Images refused or dropped before inference (queue_full, expected_wait, "
-            "decode_memory, deadline).",
+            "decode_memory, body_memory, deadline).",
             "short",
             query(f"sum by (reason) (rate(rejected_requests_total{{{APP}}}{RATE}))", "{{reason}}"),
         ),
@@ -457,7 +457,7 @@ def overview() -> dict[str, Any]:
             "s",
             *quantiles("url_fetch_duration_seconds", "outcome", (0.95,), "{{outcome}}"),
         ),
-        w=8,
+        w=6,
         h=8,
     )
     add(
@@ -467,7 +467,7 @@ def overview() -> dict[str, Any]:
             "bytes",
             *quantiles("image_size_bytes", "", (0.5, 0.95), ""),
         ),
-        w=8,
+        w=6,
         h=8,
     )
     add(
@@ -480,7 +480,21 @@ def overview() -> dict[str, Any]:
             query(f"sum by (pod) (decode_memory_in_flight_bytes{{{APP}}})", "{{pod}} in flight"),
             query(f"max by (pod) (decode_memory_budget_bytes{{{APP}}})", "{{pod}} budget", "B"),
         ),
-        w=8,
+        w=6,
+        h=8,
+    )
+    add(
+        timeseries_panel(
+            "Body memory in flight and budget",
+            "Memory reserved by request bodies being read and answered (Content-Length times "
+            "what the route holds per byte), against the budget (SERVING_MAX_BODY_BYTES_IN_FLIGHT, "
+            "or derived from the memory limit). A body that does not fit waits, then is refused "
+            "(Rejected / s, reason body_memory).",
+            "bytes",
+            query(f"sum by (pod) (body_memory_in_flight_bytes{{{APP}}})", "{{pod}} in flight"),
+            query(f"max by (pod) (body_memory_budget_bytes{{{APP}}})", "{{pod}} budget", "B"),
+        ),
+        w=6,
         h=8,
     )
 

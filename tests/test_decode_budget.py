@@ -21,12 +21,12 @@ from app.decode_budget import (
     FALLBACK_BUDGET_BYTES,
     MIB,
     MIN_BUDGET_BYTES,
-    MemoryBudget,
     budget_bytes,
     decode_peak_bytes,
 )
 from app.imaging import open_image
 from app.main import create_app
+from app.memory_budget import MemoryBudget
 from app.memory_limit import cgroup_memory_limit, resident_bytes
 from conftest import ROOT, make_settings, wait_ready
 from harness.big_images import IMAGES, png

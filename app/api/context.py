@@ -20,6 +20,8 @@ class RequestContext:
     error_code: str | None = None
     # The body cap: the middleware's default until the route declares its own (deps.py).
     body_limit: int | None = None
+    # The absolute deadline (time.monotonic), once something has asked (deps.request_deadline).
+    deadline: float | None = None
 
 
 def bind(scope: Scope, context: RequestContext) -> None:

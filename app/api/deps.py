@@ -1,16 +1,17 @@
 """Typed dependencies: what a route needs, taken from the app and the request in one place.
 
 Resolved in this order for a prediction route (FastAPI runs a route's `dependencies` first):
-the API key (protected router) -> the body cap (`single_image_body` / `batch_body`) ->
-`Admitted` (the deadline, then admission, before a byte of the body is read) -> the input
-(`ImageInput`, `Uploads`), which reads the body.
+the API key (protected router) -> the body (`single_image_body` / `batch_body`: its cap, then its
+memory reserved within the request's deadline) -> `Admitted` (admission, before a byte of the
+body is read) -> the input (`ImageInput`, `Uploads`), which reads the body.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.admission import Ticket
 from app.api.context import request_context
 from app.api.middleware.body_limit import too_large
+from app.body_memory import BodyMemory
 from app.config import Settings
 from app.errors import (
     InvalidParameterError,
@@ -75,10 +77,15 @@ async def _metrics(request: Request) -> Metrics:
     return _service(request).metrics
 
 
+async def _body_memory(request: Request) -> BodyMemory:
+    return _service(request).body_memory
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 HostDep = Annotated[ModelHost, Depends(_host)]
 PipelineDep = Annotated[RequestPipeline, Depends(_pipeline)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+BodyMemoryDep = Annotated[BodyMemory, Depends(_body_memory)]
 
 
 # --- body caps, declared per route ----------------------------------------------------------
@@ -98,25 +105,46 @@ def protocol_limit(settings: Settings) -> int:
     return 4 * -(-settings.max_upload_bytes * settings.max_batch_files // 3) + BODY_OVERHEAD
 
 
-def body_limit(
-    limit_for: Callable[[Settings], int],
-) -> Callable[[Request, Settings], Awaitable[None]]:
-    """A route dependency: this route's body cap, enforced by the body-limit middleware while
-    the body streams in, and checked against Content-Length before anything else is done."""
+# What reading and parsing a body holds per byte of it, measured with one request of 9.5 MB
+# images per route (bench/memory_burst.py's body images, RSS high-water mark): about 1.0 for
+# one image (raw or multipart), 1.4 for a multipart batch (the parser's parts and our copies),
+# 2.5-2.7 for the protocol (the body, the parsed document or tensor slices, and the image bytes
+# cut out of them). Rounded up.
+SINGLE_IMAGE_HELD = 1.0
+BATCH_HELD = 1.5
+PROTOCOL_HELD = 3.0
 
-    async def declare(request: Request, settings: SettingsDep) -> None:
+
+def body_limit(
+    limit_for: Callable[[Settings], int], held_per_byte: float
+) -> Callable[[Request, Settings, BodyMemory], AsyncIterator[None]]:
+    """A route dependency for its body: the cap (enforced by the body-limit middleware while
+    the body streams in, and checked against Content-Length before anything else is done), then
+    the memory the body will hold, reserved from the body budget before a byte is read and given
+    back once the route has answered."""
+
+    async def declare(
+        request: Request, settings: SettingsDep, memory: BodyMemoryDep
+    ) -> AsyncIterator[None]:
         limit = limit_for(settings)
         request_context(request).body_limit = limit
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        size = int(declared) if declared.isdigit() else limit  # chunked: at most the cap
+        if size > limit:
             raise too_large(limit)
+        deadline = request_deadline(request, settings)
+        reserved = await memory.reserve(math.ceil(size * held_per_byte), deadline)
+        try:
+            yield
+        finally:
+            memory.release(reserved)
 
     return declare
 
 
-single_image_body = Depends(body_limit(single_image_limit))
-batch_body = Depends(body_limit(batch_limit))
-protocol_body = Depends(body_limit(protocol_limit))
+single_image_body = Depends(body_limit(single_image_limit, SINGLE_IMAGE_HELD), scope="function")
+batch_body = Depends(body_limit(batch_limit, BATCH_HELD), scope="function")
+protocol_body = Depends(body_limit(protocol_limit, PROTOCOL_HELD), scope="function")
 
 
 # --- admission ----------------------------------------------------------------------------------
@@ -155,6 +183,15 @@ def deadline_from(settings: Settings, header: str | None, *, now: float | None =
     return (time.monotonic() if now is None else now) + timeout
 
 
+def request_deadline(request: Request, settings: Settings) -> float:
+    """The request's absolute deadline, fixed the first time something asks (the body budget's
+    wait, admission, the protocol's handler), so all of them work to the same one."""
+    context = request_context(request)
+    if context.deadline is None:
+        context.deadline = deadline_from(settings, request.headers.get("x-request-timeout"))
+    return context.deadline
+
+
 @dataclass(frozen=True)
 class Call:
     """An admitted prediction request: its ticket (deadline, images held), top-k, and id."""
@@ -170,8 +207,8 @@ async def _admitted(
 ) -> AsyncIterator[Call]:
     """The deadline, then admission, before the body is read: a request that cannot be served
     in time costs nothing but this. The ticket is given back when the route returns."""
-    deadline = deadline_from(settings, timeout)
-    ticket = _service(request).admission.admit(deadline)
+    del timeout  # declared for the OpenAPI document; request_deadline reads the header
+    ticket = _service(request).admission.admit(request_deadline(request, settings))
     context = request_context(request)
     try:
         yield Call(ticket, top_k or settings.top_k, context.request_id, context.started)

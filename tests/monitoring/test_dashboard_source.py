@@ -34,6 +34,7 @@ REQUIRED_PANELS = {
     "Memory per pod (process resident)": "process_resident_memory_bytes",
     "Loaded model per pod": "model_info",
     "Decode memory in flight and budget": "decode_memory_in_flight_bytes",
+    "Body memory in flight and budget": "body_memory_in_flight_bytes",
 }
 
 

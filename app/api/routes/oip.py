@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app import __version__
 from app.api.auth import require_api_key
-from app.api.deps import deadline_from, protocol_body
+from app.api.deps import protocol_body, request_deadline
 from app.config import Settings
 from app.oip.handler import ServerInfo
 from app.oip.rest import oip_router
@@ -29,7 +29,7 @@ def limits(settings: Settings) -> Limits:
 
 def router(settings: Settings, model: ServedModel) -> APIRouter:
     def deadline(request: Request) -> float:
-        return deadline_from(settings, request.headers.get("x-request-timeout"))
+        return request_deadline(request, settings)
 
     return oip_router(
         lambda request: model,

@@ -1,0 +1,96 @@
+"""A memory budget for request bodies in flight.
+
+Admission counts images and the decode budget (app/decode_budget.py) covers decoded pixels;
+neither sees the bodies' own bytes. 64 concurrent uploads of a 9.8 MB JPEG, each under
+SERVING_MAX_UPLOAD_BYTES, raised a server's RSS by 960 MiB (bench/memory_burst.py, image
+`jpeg-noise-10mb`). So every request with a body reserves, before its body is read, what reading
+and parsing that body will hold, and gives it back once it is answered: its Content-Length (the
+route's cap when it sends none: a chunked body's size is not known in advance) times its route's
+factor, declared with the route's body cap in app/api/deps.py.
+
+Separate from the decode budget on purpose: a request holds its body while its image waits for
+decode memory, and one pool for both would let a burst of bodies take all of it and wait forever
+for decode room. A request larger than the whole budget waits until it is empty and then runs
+alone, so the memory bound is the budget, or the largest single request the route caps allow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from app.errors import MemoryBusyError
+from app.memory_budget import MemoryBudget
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+# Without a memory limit: thirteen 10 MB images being read at once, far above normal traffic
+# (64 requests of 100 KB hold 6 MB).
+FALLBACK_BUDGET_BYTES = 128 * MIB
+# With a limit: this share of what the loaded model leaves free (the decode budget takes half;
+# the last quarter is for queued tensors, batches and the allocator's slack), never below the
+# floor.
+LIMIT_SHARE = 0.25
+MIN_BUDGET_BYTES = 32 * MIB
+
+
+def body_budget_bytes(setting: int, *, limit: int | None, baseline: int | None) -> tuple[int, str]:
+    """The budget and how it was chosen: SERVING_MAX_BODY_BYTES_IN_FLIGHT when set; else a share
+    of the memory limit the loaded model leaves free; else the fallback."""
+    if setting > 0:
+        return setting, "SERVING_MAX_BODY_BYTES_IN_FLIGHT"
+    if limit is None:
+        return FALLBACK_BUDGET_BYTES, "no memory limit: fallback"
+    share = int((limit - (baseline or 0)) * LIMIT_SHARE)
+    return max(MIN_BUDGET_BYTES, share), f"{LIMIT_SHARE:.0%} of (limit {limit} - RSS {baseline})"
+
+
+class BodyMemory:
+    """The request bodies' budget: `reserve` before a body is read, `release` once answered."""
+
+    def __init__(self, setting: int, metrics: Metrics) -> None:
+        self.setting = setting
+        self.metrics = metrics
+        capacity, _ = body_budget_bytes(setting, limit=None, baseline=None)
+        self.budget = MemoryBudget(capacity, on_change=metrics.body_memory_in_flight.set)
+        metrics.body_memory_budget.set(capacity)
+
+    def size(self, *, limit: int | None, baseline: int | None) -> None:
+        """Fix the budget once the model is loaded: its RSS is the baseline the memory limit's
+        free share is computed from."""
+        capacity, how = body_budget_bytes(self.setting, limit=limit, baseline=baseline)
+        self.budget.capacity = capacity
+        self.metrics.body_memory_budget.set(capacity)
+        log.info(
+            "body memory budget",
+            extra={
+                "budget_bytes": capacity,
+                "budget_mib": round(capacity / MIB),
+                "memory_limit_bytes": limit,
+                "baseline_rss_bytes": baseline,
+                "chosen_by": how,
+            },
+        )
+
+    async def reserve(self, need: int, deadline: float) -> int:
+        """Wait (first come, first served) until `need` bytes fit, within the deadline; returns
+        what was reserved, for `release`. More than the whole budget reserves all of it."""
+        need = min(need, self.budget.capacity)
+        if need <= 0:
+            return 0
+        if await self.budget.acquire(need, deadline):
+            return need
+        self.metrics.rejected.labels(reason="body_memory").inc()
+        raise MemoryBusyError(
+            f"the request bodies being read hold the body memory budget "
+            f"({self.budget.capacity // MIB} MiB, SERVING_MAX_BODY_BYTES_IN_FLIGHT) and this "
+            f"one, needing about {math.ceil(need / MIB)} MiB, found no room before its "
+            "deadline; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    def release(self, reserved: int) -> None:
+        if reserved:
+            self.budget.release(reserved)
