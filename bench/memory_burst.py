@@ -1,10 +1,13 @@
-"""Peak memory of a real server under bursts of max-pixel images, one burst per format.
+"""Peak memory of a real server under bursts of max-pixel images, one burst per format, and of
+images as large on the wire as uploads may be.
 
 A `python -m app` process (optionally inside a memory-limited cgroup, as in a pod) gets 64
 concurrent uploads of the same 7000x7000 image (49 MP, just under SERVING_MAX_IMAGE_PIXELS),
-format after format. Recorded per burst: the status codes, the process's peak RSS (VmHWM, reset
-before each burst through /proc/PID/clear_refs where allowed; otherwise sampled), its growth over
-the baseline (RSS once ready), whether the kernel OOM-killed it, and a normal request after.
+format after format, then of a 9.8 MB JPEG (`jpeg noise 10mb`, just under
+SERVING_MAX_UPLOAD_BYTES: the body memory budget's case). Recorded per burst: the status
+codes, the process's peak RSS (VmHWM, reset before each burst through /proc/PID/clear_refs where
+allowed; otherwise sampled), its growth over the baseline (RSS once ready), whether the kernel
+OOM-killed it, and a normal request after.
 
     python -m bench.memory_burst --model resnet50 --limit-mib 1536 --json out.json
     python -m bench.memory_burst --model resnet18 --env SERVING_MAX_PIXELS_IN_FLIGHT=0
@@ -31,7 +34,7 @@ from typing import Any
 import httpx
 
 from bench.images import small_jpeg
-from harness.big_images import BURST_IMAGES, IMAGES
+from harness.big_images import BURST_IMAGES, IMAGES, WIRE_IMAGES
 from harness.burst import burst
 from harness.cgroup import MemoryCgroup
 from harness.process import ManagedProcess, app_command, free_port
@@ -88,6 +91,10 @@ class PeakRss:
         return self.sampled
 
 
+def image_bytes(name: str) -> bytes:
+    return WIRE_IMAGES[name]() if name in WIRE_IMAGES else IMAGES[name][2]()
+
+
 def metric(base_url: str, name: str) -> float | None:
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     for line in text.splitlines():
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     env |= {"SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port),
             "SERVING_GRPC_PORT": str(free_port())}  # fmt: skip
-    images = {name: IMAGES[name][2]() for name in args.images}
+    images = {name: image_bytes(name) for name in args.images}
     cgroup = MemoryCgroup(args.limit_mib * MIB) if args.limit_mib else None
     log_path = Path(args.log)
     result: dict[str, Any] = {"bursts": []}
@@ -122,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result |= {
             "baseline_rss_bytes": baseline,
             "budget_bytes": metric(server.base_url, "decode_memory_budget_bytes"),
+            "body_budget_bytes": metric(server.base_url, "body_memory_budget_bytes"),
         }
         peak = PeakRss(server.pid)
         for name, data in images.items():
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--limit-mib", type=int, default=0, help="run in a cgroup this size")
-    parser.add_argument("--images", nargs="*", default=list(BURST_IMAGES))
+    parser.add_argument("--images", nargs="*", default=[*BURST_IMAGES, *WIRE_IMAGES])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=10.0, help="X-Request-Timeout")
     parser.add_argument("--env", nargs="*", default=[], help="more SERVING_X=value settings")

@@ -6,6 +6,9 @@ Shared by bench/decode_memory.py (the real peak per decoder), the decode-budget 
 model against those peaks) and the memory-budget test (64 of them at once against a server in a
 memory-limited cgroup). Everything is generated; the content
 is a flat colour with a little structure, which every codec compresses to almost nothing.
+
+And the opposite, `WIRE_IMAGES`: an image as large on the wire as uploads may be (10 MiB) with
+few pixels, for the body memory budget.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Callable
 
+import numpy as np
 from PIL import Image
 
 SIDE = 7000  # 49,000,000 pixels
@@ -122,3 +126,15 @@ IMAGES: dict[str, tuple[str, str, Callable[[], bytes]]] = {
 
 # The image per format that the memory-budget test bursts (the formats of the hostile corpus).
 BURST_IMAGES = ("png rgb", "tiff rgb deflate", "webp rgba lossless", "gif", "bmp rle8")
+
+
+def noise_jpeg(side: int = 2950, quality: int = 95) -> bytes:
+    """Random pixels, which JPEG cannot compress: 2950 x 2950 at quality 95 is 9.8 MB, just
+    under the default SERVING_MAX_UPLOAD_BYTES (10 MiB), and 8.7 MP, far under the pixel cap."""
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return _saved(Image.fromarray(pixels), "JPEG", quality=quality)
+
+
+# Large on the wire rather than in pixels: what the body memory budget (app/body_memory.py) is
+# for. The memory-budget test and bench/memory_burst.py burst these as well.
+WIRE_IMAGES: dict[str, Callable[[], bytes]] = {"jpeg noise 10mb": noise_jpeg}
