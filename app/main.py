@@ -56,7 +56,7 @@ async def _start(service: Service, on_fatal: FatalHandler) -> None:
 
 
 async def _grpc(
-    settings: Settings, model: ServedModel, metrics: Metrics, api_keys: list[bytes]
+    settings: Settings, service: Service, model: ServedModel, api_keys: list[bytes]
 ) -> OipGrpcServer | None:
     """The Open Inference Protocol over gRPC, in this event loop (SERVING_GRPC_PORT; 0 = off)."""
     if not settings.grpc_port:
@@ -70,7 +70,8 @@ async def _grpc(
         server_info=oip.server_info(),
         default_timeout_s=settings.request_timeout_s,
         max_timeout_s=settings.max_request_timeout_s,
-        observer=MetricsObserver(metrics),
+        observer=MetricsObserver(service.metrics),
+        body_memory=service.body_memory,
     )
 
 
@@ -90,7 +91,7 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
         # (done already, and kept, when `python -m app` checked before binding the port).
         service.host.resolve()
         with metrics_port(settings.metrics_port, settings.host, metrics):
-            grpc_server = await _grpc(settings, served, metrics, api_keys)
+            grpc_server = await _grpc(settings, service, served, api_keys)
             loader = asyncio.create_task(_start(service, on_fatal), name="model-load")
             try:
                 yield

@@ -26,7 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 from app.body_memory import (
     FALLBACK_BUDGET_BYTES,
@@ -36,11 +38,12 @@ from app.body_memory import (
 )
 from app.errors import MemoryBusyError
 from app.metrics import Metrics
-from helpers.process import ManagedProcess, app_process
+from helpers.process import ManagedProcess, app_process, free_port
 
 MIB = 1 << 20
 BUDGET = 1 * MIB
 HELD = 900_000  # what the stalled upload reserves (Content-Length x 1.0 on /predict)
+STALLED: list[int | None] = []  # every stalled upload of this module's tests
 
 
 def padded_png(total_bytes: int, seed: int = 0) -> bytes:
@@ -95,6 +98,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]
         "SERVING_MAX_BODY_BYTES_IN_FLIGHT": str(BUDGET),
         "SERVING_ALLOW_PRIVATE_URLS": "true",  # the image server below is on loopback
         "SERVING_LOG_FORMAT": "json",
+        "SERVING_GRPC_PORT": str(free_port()),
+        # A gRPC call's wait for memory ends at its deadline, the client's capped by this; under
+        # the client's own (30 s below), so the refusal reaches the client as UNAVAILABLE.
+        "SERVING_MAX_REQUEST_TIMEOUT_S": "5",
+        "SERVING_REQUEST_TIMEOUT_S": "5",
     }
     log = tmp_path_factory.mktemp("body-memory") / "server.log"
     with app_process(env, log_path=log) as proc:
@@ -138,6 +146,7 @@ def stalled_upload(server: ManagedProcess, length: int | None) -> Iterator[None]
     start = b"\x89PNG" + bytes(1020)
     if length is None:
         start = f"{len(start):x}\r\n".encode() + start + b"\r\n"
+    STALLED.append(length)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head + start)
         held = length if length is not None else BUDGET  # chunked: the cap, at most the budget
@@ -206,6 +215,28 @@ def test_the_protocols_json_body_reserves_three_times_its_length(server: Managed
     assert httpx.post(url, content=too_big, headers=headers, timeout=60).status_code == 200
 
 
+def test_a_grpc_infer_reserves_three_times_its_message(server: ManagedProcess) -> None:
+    """gRPC reads the message itself; it is priced before it is parsed, as the REST body is."""
+    target = f"127.0.0.1:{server.env['SERVING_GRPC_PORT']}"
+
+    def infer(image: bytes) -> None:
+        tensor = grpcclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([image], dtype=np.object_))
+        with grpcclient.InferenceServerClient(target) as client:
+            client.infer("resnet18", [tensor], client_timeout=30.0)
+
+    room = BUDGET - HELD
+    fits, too_big = padded_png(20_000), padded_png(60_000)
+    assert 3 * len(fits) < room < 3 * len(too_big)
+    with stalled_upload(server, HELD):
+        with pytest.raises(InferenceServerException) as refused:
+            infer(too_big)
+        assert str(refused.value.status()) == "StatusCode.UNAVAILABLE"
+        assert "SERVING_MAX_BODY_BYTES_IN_FLIGHT" in str(refused.value.message())
+        infer(fits)
+    infer(too_big)
+
+
 @pytest.fixture(scope="module")
 def image_server() -> Iterator[str]:
     """Loopback HTTP serving /big.png (300 KB, with its Content-Length)."""
@@ -257,8 +288,8 @@ def test_every_reservation_is_given_back(server: ManagedProcess) -> None:
     statuses = [line["status"] for line in lines if line.get("message") == "request"]
     assert 500 not in statuses
     assert not [line for line in lines if line["level"] == "error"]
-    closed = [line for line in lines if line.get("status") == 499]
-    assert len(closed) == 5  # one per stalled_upload
+    closed = [line for line in lines if line.get("status") == 499 and line["route"] == "/predict"]
+    assert len(closed) == len(STALLED)
     assert {line["error_code"] for line in closed} == {"client_closed_request"}
     count = 'request_count_total{method="POST",route="/predict",status="499"}'
-    assert metric(server, count) == 5
+    assert metric(server, count) == len(STALLED)

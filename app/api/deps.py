@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.admission import Ticket
 from app.api.context import request_context
 from app.api.middleware.body_limit import too_large
-from app.body_memory import BodyMemory
+from app.body_memory import BATCH_HELD, PROTOCOL_HELD, SINGLE_IMAGE_HELD, BodyMemory
 from app.config import Settings
 from app.errors import (
     InvalidParameterError,
@@ -103,16 +103,6 @@ def protocol_limit(settings: Settings) -> int:
     """An Open Inference Protocol call carries a batch's worth of images; in plain JSON they
     are base64 (4 bytes for every 3), with the binary extension raw."""
     return 4 * -(-settings.max_upload_bytes * settings.max_batch_files // 3) + BODY_OVERHEAD
-
-
-# What reading and parsing a body holds per byte of it, measured with one request of 9.5 MB
-# images per route (bench/memory_burst.py's body images, RSS high-water mark): about 1.0 for
-# one image (raw or multipart), 1.4 for a multipart batch (the parser's parts and our copies),
-# 2.5-2.7 for the protocol (the body, the parsed document or tensor slices, and the image bytes
-# cut out of them). Rounded up.
-SINGLE_IMAGE_HELD = 1.0
-BATCH_HELD = 1.5
-PROTOCOL_HELD = 3.0
 
 
 def body_limit(

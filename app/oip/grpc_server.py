@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from app.body_memory import PROTOCOL_HELD, BodyMemory
 from app.errors import InvalidRequestError, NotReadyError, ServingError
 
 from . import grpc_codec, handler
@@ -62,6 +64,7 @@ class _Call:
     request_type: Any
     needs_key: bool
     work: Callable[[Any, OipModel, float], Awaitable[Any]]
+    carries_images: bool = False  # its message is priced in the body memory budget
 
 
 class _Service:
@@ -75,8 +78,10 @@ class _Service:
         default_timeout_s: float,
         max_timeout_s: float,
         observer: CallObserver | None,
+        body_memory: BodyMemory | None,
     ) -> None:
         self.model_provider = model_provider
+        self.body_memory = body_memory
         self.api_keys = list(api_keys)
         self.limits = limits
         self.server_info = server_info
@@ -105,7 +110,7 @@ class _Service:
             _Call("ModelReady", pb.ModelReadyRequest, False, self._model_ready),
             _Call("ServerMetadata", pb.ServerMetadataRequest, True, self._server_metadata),
             _Call("ModelMetadata", pb.ModelMetadataRequest, True, self._model_metadata),
-            _Call("ModelInfer", pb.ModelInferRequest, True, self._model_infer),
+            _Call("ModelInfer", pb.ModelInferRequest, True, self._model_infer, True),
         )
         return grpc.method_handlers_generic_handler(
             SERVICE,
@@ -183,13 +188,23 @@ class _Service:
         deadline = call_deadline(
             context.time_remaining(), self.default_timeout_s, self.max_timeout_s
         )
+        # gRPC has read the whole message before this runs (at most grpc.max_receive_message_
+        # length); what parsing and decoding it will hold is reserved before it is parsed, so a
+        # burst of large calls waits (or gets UNAVAILABLE) instead of all parsing at once.
+        held = 0
+        if self.body_memory is not None and call.carries_images:
+            held = await self.body_memory.reserve(math.ceil(len(data) * PROTOCOL_HELD), deadline)
         try:
-            message = call.request_type.FromString(data)
-        except DecodeError:
-            raise InvalidRequestError(
-                f"the request is not a valid {call.request_type.DESCRIPTOR.full_name} message"
-            ) from None
-        return await call.work(message, self.model_provider(), deadline)
+            try:
+                message = call.request_type.FromString(data)
+            except DecodeError:
+                raise InvalidRequestError(
+                    f"the request is not a valid {call.request_type.DESCRIPTOR.full_name} message"
+                ) from None
+            return await call.work(message, self.model_provider(), deadline)
+        finally:
+            if self.body_memory is not None:
+                self.body_memory.release(held)
 
     async def _server_live(self, message: Any, model: OipModel, deadline: float) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -247,6 +262,7 @@ async def start_grpc_server(
     default_timeout_s: float,
     max_timeout_s: float,
     observer: CallObserver | None = None,
+    body_memory: BodyMemory | None = None,
     host: str = "[::]",
 ) -> OipGrpcServer:
     """Start serving on `host:port` (0: a free port) in the running event loop."""
@@ -266,6 +282,7 @@ async def start_grpc_server(
         default_timeout_s=default_timeout_s,
         max_timeout_s=max_timeout_s,
         observer=observer,
+        body_memory=body_memory,
     )
     server.add_generic_rpc_handlers((service.handler(),))
     # An IPv6 address (uvicorn's style, "::") needs brackets in a gRPC address.

@@ -1,12 +1,14 @@
-"""A burst of 64 concurrent legal but large images (7000x7000 PNG: 49 megapixels, under the
-default pixel cap, ~150 KB on the wire) against the Service must not OOM-kill a pod with
-values-dev.yaml's memory limit: every answer is 200, 503 or 504, no container restarts, and the
-service answers normally afterwards."""
+"""A burst of 64 concurrent legal but large images against the Service must not OOM-kill a pod
+with values-dev.yaml's memory limit: every answer is 200, 503 or 504, no container restarts, and
+the service answers normally afterwards. Two kinds of large: a 7000x7000 PNG (49 megapixels,
+under the default pixel cap, ~150 KB on the wire: the decode budget's case) and a 9.8 MB JPEG
+of noise (just under the upload cap, 8.7 megapixels: the body budget's case)."""
 
 from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from PIL import Image
 
 from e2e.kube import Cluster, restart_count
+from harness.big_images import noise_jpeg
 
 BURST = 64
 SIDE = 7000
@@ -29,11 +32,21 @@ def _large_png() -> bytes:
 
 
 @pytest.mark.timeout(600)
-def test_a_burst_of_64_large_pngs_kills_no_pod(
-    release_ready: Cluster, base_url: str, photo: bytes, figures: dict[str, Any]
+@pytest.mark.parametrize(
+    ("kind", "make", "content_type"),
+    [("large_png", _large_png, "image/png"), ("noise_jpeg_10mb", noise_jpeg, "image/jpeg")],
+)
+def test_a_burst_of_64_large_images_kills_no_pod(
+    release_ready: Cluster,
+    base_url: str,
+    photo: bytes,
+    figures: dict[str, Any],
+    kind: str,
+    make: Callable[[], bytes],
+    content_type: str,
 ) -> None:
     cluster = release_ready
-    image = _large_png()
+    image = make()
     restarts = {p["metadata"]["name"]: restart_count(p) for p in cluster.pods()}
     limit = cluster.pods()[0]["spec"]["containers"][0]["resources"]["limits"]["memory"]
 
@@ -42,7 +55,7 @@ def test_a_burst_of_64_large_pngs_kills_no_pod(
             response = httpx.post(
                 f"{base_url}/predict",
                 content=image,
-                headers={"Content-Type": "image/png"},
+                headers={"Content-Type": content_type},
                 timeout=120,
             )
         except httpx.HTTPError as exc:
@@ -76,10 +89,9 @@ def test_a_burst_of_64_large_pngs_kills_no_pod(
         )
         for name in after
     }
-    figures["large_png_burst"] = {
+    figures[f"{kind}_burst"] = {
         "images": BURST,
-        "png_bytes": len(image),
-        "pixels": SIDE * SIDE,
+        "image_bytes": len(image),
         "memory_limit": limit,
         "statuses": dict(statuses),
         "memory_peak_bytes": peaks,
