@@ -152,8 +152,9 @@ class Settings(BaseSettings):
         description=(
             "Memory budget for request bodies being read and parsed, in bytes. Each request "
             "reserves its Content-Length (the route's cap when it sends none) times what its "
-            "route holds per body byte (1 for /predict, 1.5 for /predict/batch, 3 for the "
-            "protocol's JSON and binary bodies) before its body is read, until it is answered; "
+            "route holds at the peak per body byte (3 for /predict and /predict/batch, 5 for "
+            "the protocol's REST bodies, 7 for a gRPC message; measured by bench/body_memory.py) "
+            "before its body is read, until it is answered; "
             "one that does not fit waits, then gets 503 `memory_busy`, and one larger than the "
             "whole budget waits for it to be empty. 0 = a quarter of what the loaded model "
             "leaves free under the container's memory limit, or 128 MiB without a limit."

@@ -10,6 +10,7 @@ engine the model host loaded (`start`); it knows nothing of HTTP or of the proto
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import torch
 
 from app.admission import Ticket
 from app.batcher import Batcher, BatchTiming
-from app.body_memory import BodyMemory
+from app.body_memory import SINGLE_IMAGE_HELD, BodyMemory
 from app.decoding import ImageDecoder, Preprocessed
 from app.errors import NotReadyError
 from app.host import Engine
@@ -188,7 +189,8 @@ class RequestPipeline:
 
         async def room_for(size: int) -> None:
             nonlocal held
-            held = await self.body_memory.reserve(size, ticket.deadline)
+            need = math.ceil(size * SINGLE_IMAGE_HELD)  # held as an uploaded image is
+            held = await self.body_memory.reserve(need, ticket.deadline)
 
         try:
             data, seconds = await self.fetch(url, room_for)

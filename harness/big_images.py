@@ -138,3 +138,14 @@ def noise_jpeg(side: int = 2950, quality: int = 95) -> bytes:
 # Large on the wire rather than in pixels: what the body memory budget (app/body_memory.py) is
 # for. The memory-budget test and bench/memory_burst.py burst these as well.
 WIRE_IMAGES: dict[str, Callable[[], bytes]] = {"jpeg noise 10mb": noise_jpeg}
+
+
+def padded_png(total_bytes: int, seed: int = 0) -> bytes:
+    """A valid 32x32 PNG of `total_bytes`: the rest is a private ancillary chunk that decoders
+    skip, so the body is large while decoding it costs nothing (what a body costs, alone)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    png = _saved(Image.fromarray(pixels), "PNG")
+    filler = bytes(max(0, total_bytes - len(png) - 12))
+    chunk = struct.pack(">I", len(filler)) + b"prIv" + filler
+    chunk += struct.pack(">I", zlib.crc32(b"prIv" + filler))
+    return png[:-12] + chunk + png[-12:]  # before IEND

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import socket
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,36 +24,26 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from app.body_memory import (
     FALLBACK_BUDGET_BYTES,
+    GRPC_HELD,
     MIN_BUDGET_BYTES,
+    PROTOCOL_HELD,
+    SINGLE_IMAGE_HELD,
     BodyMemory,
     body_budget_bytes,
 )
 from app.errors import MemoryBusyError
 from app.metrics import Metrics
+from harness.big_images import padded_png
 from helpers.process import ManagedProcess, app_process, free_port
 
 MIB = 1 << 20
 BUDGET = 1 * MIB
-HELD = 900_000  # what the stalled upload reserves (Content-Length x 1.0 on /predict)
+HELD = 900_000  # what the stalled upload reserves (/predict: its Content-Length x 3)
 STALLED: list[int | None] = []  # every stalled upload of this module's tests
-
-
-def padded_png(total_bytes: int, seed: int = 0) -> bytes:
-    """A valid 32x32 PNG of `total_bytes`: the rest is a private chunk decoders skip, so the
-    body is large while decoding costs nothing."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    png = buf.getvalue()
-    filler = bytes(max(0, total_bytes - len(png) - 12))
-    chunk = struct.pack(">I", len(filler)) + b"prIv" + filler
-    chunk += struct.pack(">I", zlib.crc32(b"prIv" + filler))
-    return png[:-12] + chunk + png[-12:]  # before IEND
 
 
 # --- sizing and the reservation, in process ------------------------------------------------------
@@ -135,9 +122,11 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) ->
 
 
 @contextmanager
-def stalled_upload(server: ManagedProcess, length: int | None) -> Iterator[None]:
+def stalled_upload(server: ManagedProcess, reserving: int | None) -> Iterator[None]:
     """POST /predict's headers and the start of a body, then nothing: the server has reserved
-    the body's memory and waits for the rest. `length` None: chunked, no Content-Length."""
+    the body's memory (`reserving` bytes) and waits for the rest. None: chunked, without a
+    Content-Length, which reserves the route's cap (at most the whole budget)."""
+    length = None if reserving is None else int(reserving / SINGLE_IMAGE_HELD)
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
     head = (
         f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n{framing}\r\n"
@@ -149,7 +138,7 @@ def stalled_upload(server: ManagedProcess, length: int | None) -> Iterator[None]
     STALLED.append(length)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head + start)
-        held = length if length is not None else BUDGET  # chunked: the cap, at most the budget
+        held = BUDGET if reserving is None else reserving
         wait_until(lambda: in_flight(server) >= held, "the stalled upload's reservation")
         yield
     wait_until(lambda: in_flight(server) == 0, "the reservation to be given back")
@@ -163,7 +152,9 @@ def post(server: ManagedProcess, body: bytes, timeout_s: str) -> httpx.Response:
 def test_a_body_that_finds_no_room_is_503_memory_busy_then_served_once_room_frees(
     server: ManagedProcess,
 ) -> None:
-    body = padded_png(300_000)  # 900 KB held + 300 KB > 1 MiB
+    body = padded_png(300_000)  # 900 KB held + 3 x 300 KB > 1 MiB
+    small = padded_png(40_000)
+    assert SINGLE_IMAGE_HELD * len(small) < BUDGET - HELD
     before = rejected(server)
     with stalled_upload(server, HELD):
         refused = post(server, body, "0.5")
@@ -171,7 +162,7 @@ def test_a_body_that_finds_no_room_is_503_memory_busy_then_served_once_room_free
         assert refused.json()["error"]["code"] == "memory_busy"
         assert "SERVING_MAX_BODY_BYTES_IN_FLIGHT" in refused.json()["error"]["message"]
         assert refused.headers["Retry-After"] == "1"
-        assert post(server, padded_png(50_000), "5").status_code == 200  # a small one fits
+        assert post(server, small, "5").status_code == 200  # a small one fits
     assert rejected(server) == before + 1
     assert post(server, body, "5").status_code == 200
 
@@ -200,12 +191,12 @@ def oip_json(image: bytes) -> bytes:
     return json.dumps({"inputs": [{**tensor, "data": [base64.b64encode(image).decode()]}]}).encode()
 
 
-def test_the_protocols_json_body_reserves_three_times_its_length(server: ManagedProcess) -> None:
+def test_the_protocols_json_body_is_priced_at_the_protocol_factor(server: ManagedProcess) -> None:
     url = f"{server.base_url}/v2/models/resnet18/infer"
     headers = {"content-type": "application/json", "X-Request-Timeout": "0.5"}
     room = BUDGET - HELD  # left while the stalled upload holds its 900 KB
     fits, too_big = oip_json(padded_png(20_000)), oip_json(padded_png(45_000))
-    assert 3 * len(fits) < room < 3 * len(too_big)
+    assert PROTOCOL_HELD * len(fits) < room < PROTOCOL_HELD * len(too_big)
     assert len(too_big) < room  # refused for what parsing it holds, not its length alone
     with stalled_upload(server, HELD):
         refused = httpx.post(url, content=too_big, headers=headers, timeout=60)
@@ -215,7 +206,7 @@ def test_the_protocols_json_body_reserves_three_times_its_length(server: Managed
     assert httpx.post(url, content=too_big, headers=headers, timeout=60).status_code == 200
 
 
-def test_a_grpc_infer_reserves_three_times_its_message(server: ManagedProcess) -> None:
+def test_a_grpc_infer_is_priced_before_it_is_parsed(server: ManagedProcess) -> None:
     """gRPC reads the message itself; it is priced before it is parsed, as the REST body is."""
     target = f"127.0.0.1:{server.env['SERVING_GRPC_PORT']}"
 
@@ -226,8 +217,8 @@ def test_a_grpc_infer_reserves_three_times_its_message(server: ManagedProcess) -
             client.infer("resnet18", [tensor], client_timeout=30.0)
 
     room = BUDGET - HELD
-    fits, too_big = padded_png(20_000), padded_png(60_000)
-    assert 3 * len(fits) < room < 3 * len(too_big)
+    fits, too_big = padded_png(15_000), padded_png(60_000)
+    assert GRPC_HELD * (len(fits) + 200) < room < GRPC_HELD * len(too_big)  # 200: the framing
     with stalled_upload(server, HELD):
         with pytest.raises(InferenceServerException) as refused:
             infer(too_big)

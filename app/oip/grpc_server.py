@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from app.body_memory import PROTOCOL_HELD, BodyMemory
+from app.body_memory import GRPC_HELD, BodyMemory
 from app.errors import InvalidRequestError, NotReadyError, ServingError
 
 from . import grpc_codec, handler
@@ -193,7 +193,7 @@ class _Service:
         # burst of large calls waits (or gets UNAVAILABLE) instead of all parsing at once.
         held = 0
         if self.body_memory is not None and call.carries_images:
-            held = await self.body_memory.reserve(math.ceil(len(data) * PROTOCOL_HELD), deadline)
+            held = await self.body_memory.reserve(math.ceil(len(data) * GRPC_HELD), deadline)
         try:
             try:
                 message = call.request_type.FromString(data)
