@@ -16,14 +16,11 @@ alone, so the memory bound is the budget, or the largest single request the rout
 
 from __future__ import annotations
 
-import logging
 import math
 
 from app.errors import MemoryBusyError
-from app.memory_budget import MemoryBudget
+from app.memory_budget import SizedBudget
 from app.metrics import Metrics
-
-log = logging.getLogger(__name__)
 
 MIB = 1 << 20
 # Without a memory limit: thirteen 10 MB images being read at once, far above normal traffic
@@ -64,28 +61,21 @@ class BodyMemory:
     """The request bodies' budget: `reserve` before a body is read, `release` once answered."""
 
     def __init__(self, setting: int, metrics: Metrics) -> None:
-        self.setting = setting
         self.metrics = metrics
-        capacity, _ = body_budget_bytes(setting, limit=None, baseline=None)
-        self.budget = MemoryBudget(capacity, on_change=metrics.body_memory_in_flight.set)
-        metrics.body_memory_budget.set(capacity)
+
+        def sizing(limit: int | None, baseline: int | None) -> tuple[int, str]:
+            return body_budget_bytes(setting, limit=limit, baseline=baseline)
+
+        self.budget = SizedBudget(
+            "body",
+            sizing,
+            in_flight=metrics.body_memory_in_flight,
+            capacity=metrics.body_memory_budget,
+        )
 
     def size(self, *, limit: int | None, baseline: int | None) -> None:
-        """Fix the budget once the model is loaded: its RSS is the baseline the memory limit's
-        free share is computed from."""
-        capacity, how = body_budget_bytes(self.setting, limit=limit, baseline=baseline)
-        self.budget.capacity = capacity
-        self.metrics.body_memory_budget.set(capacity)
-        log.info(
-            "body memory budget",
-            extra={
-                "budget_bytes": capacity,
-                "budget_mib": round(capacity / MIB),
-                "memory_limit_bytes": limit,
-                "baseline_rss_bytes": baseline,
-                "chosen_by": how,
-            },
-        )
+        """Fix the budget once the model is loaded (log line `body memory budget`)."""
+        self.budget.size(limit=limit, baseline=baseline)
 
     async def reserve(self, need: int, deadline: float) -> int:
         """Wait (first come, first served) until `need` bytes fit, within the deadline; returns

@@ -28,7 +28,7 @@ from PIL import Image
 from app.decode_budget import MIB, budget_bytes, decode_peak_bytes
 from app.errors import DeadlineExceededError, ImageTooLargeError, MemoryBusyError
 from app.imaging import OpenedImage, finish_decode, open_image
-from app.memory_budget import MemoryBudget
+from app.memory_budget import SizedBudget
 from app.memory_limit import return_free_memory
 from app.metrics import Metrics
 from app.preprocess import Preprocessor
@@ -73,26 +73,20 @@ class ImageDecoder:
         # here (holding no pixels) instead of piling decoded images up in memory.
         self._slots = asyncio.Semaphore(workers * 4)
         self.pending = 0  # accepted images not yet in the batch queue
-        capacity, _ = budget_bytes(pixels_in_flight, limit=None, baseline=None)
-        self.budget = MemoryBudget(capacity, on_change=metrics.decode_memory_in_flight.set)
-        metrics.decode_memory_budget.set(capacity)
+
+        def sizing(limit: int | None, baseline: int | None) -> tuple[int, str]:
+            return budget_bytes(pixels_in_flight, limit=limit, baseline=baseline)
+
+        self.budget = SizedBudget(
+            "decode",
+            sizing,
+            in_flight=metrics.decode_memory_in_flight,
+            capacity=metrics.decode_memory_budget,
+        )
 
     def size_budget(self, *, limit: int | None, baseline: int | None) -> None:
-        """Fix the budget once the model is loaded: its RSS is the baseline the memory limit's
-        free share is computed from."""
-        capacity, how = budget_bytes(self.pixels_in_flight, limit=limit, baseline=baseline)
-        self.budget.capacity = capacity
-        self.metrics.decode_memory_budget.set(capacity)
-        log.info(
-            "decode memory budget",
-            extra={
-                "budget_bytes": capacity,
-                "budget_mib": round(capacity / MIB),
-                "memory_limit_bytes": limit,
-                "baseline_rss_bytes": baseline,
-                "chosen_by": how,
-            },
-        )
+        """Fix the budget once the model is loaded (log line `decode memory budget`)."""
+        self.budget.size(limit=limit, baseline=baseline)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

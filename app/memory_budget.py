@@ -10,11 +10,21 @@ of small ones.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from prometheus_client import Gauge
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+# A budget's size and how it was chosen, from the container's memory limit and the RSS of the
+# loaded model (None: not known, or not yet).
+Sizing = Callable[[int | None, int | None], tuple[int, str]]
 
 
 @dataclass(eq=False)
@@ -109,3 +119,32 @@ class MemoryBudget:
         if not queued and waiter.future.done() and not waiter.future.cancelled():
             self.release(waiter.need)  # granted just as it gave up: give it back
         # Granted but not yet delivered: `_deliver` finds the future cancelled and releases.
+
+
+class SizedBudget(MemoryBudget):
+    """A budget sized from the container's memory limit once the model is loaded (the RSS then
+    is the baseline its free share is computed from), with its two gauges and the start-up log
+    line that says how it was chosen: the decode budget and the body budget are two of these."""
+
+    def __init__(self, name: str, sizing: Sizing, *, in_flight: Gauge, capacity: Gauge) -> None:
+        self.name = name
+        self._sizing = sizing
+        self._capacity_gauge = capacity
+        first, _ = sizing(None, None)
+        super().__init__(first, on_change=in_flight.set)
+        capacity.set(first)
+
+    def size(self, *, limit: int | None, baseline: int | None) -> None:
+        capacity, how = self._sizing(limit, baseline)
+        self.capacity = capacity
+        self._capacity_gauge.set(capacity)
+        log.info(
+            f"{self.name} memory budget",
+            extra={
+                "budget_bytes": capacity,
+                "budget_mib": round(capacity / MIB),
+                "memory_limit_bytes": limit,
+                "baseline_rss_bytes": baseline,
+                "chosen_by": how,
+            },
+        )

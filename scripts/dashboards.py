@@ -153,6 +153,19 @@ def absolute_thresholds(*steps: tuple[float, str]) -> dashboard.ThresholdsConfig
     )
 
 
+def memory_budget_panel(kind: str, held_by: str, setting: str, waits: str) -> timeseries.Panel:
+    """One of the two memory budgets (app/memory_budget.py): reserved now and the budget, per
+    pod, from `<kind>_memory_in_flight_bytes` and `<kind>_memory_budget_bytes`."""
+    return timeseries_panel(
+        f"{kind.capitalize()} memory in flight and budget",
+        f"Memory reserved by {held_by}, against the budget ({setting}, or derived from the "
+        f"memory limit). {waits}, then is refused (Rejected / s, reason {kind}_memory).",
+        "bytes",
+        query(f"sum by (pod) ({kind}_memory_in_flight_bytes{{{APP}}})", "{{pod}} in flight"),
+        query(f"max by (pod) ({kind}_memory_budget_bytes{{{APP}}})", "{{pod}} budget", "B"),
+    )
+
+
 def stat_panel(title: str, description: str, unit: str, expr: str) -> stat.Panel:
     return (
         stat.Panel()
@@ -471,28 +484,22 @@ def overview() -> dict[str, Any]:
         h=8,
     )
     add(
-        timeseries_panel(
-            "Decode memory in flight and budget",
-            "Memory reserved by images being decoded now (their measured peak), against the "
-            "budget (SERVING_MAX_PIXELS_IN_FLIGHT, or derived from the memory limit). An image "
-            "that would exceed it waits, then is refused (Rejected / s, reason decode_memory).",
-            "bytes",
-            query(f"sum by (pod) (decode_memory_in_flight_bytes{{{APP}}})", "{{pod}} in flight"),
-            query(f"max by (pod) (decode_memory_budget_bytes{{{APP}}})", "{{pod}} budget", "B"),
+        memory_budget_panel(
+            "decode",
+            "images being decoded now (their measured peak)",
+            "SERVING_MAX_PIXELS_IN_FLIGHT",
+            "An image that would exceed it waits",
         ),
         w=6,
         h=8,
     )
     add(
-        timeseries_panel(
-            "Body memory in flight and budget",
-            "Memory reserved by request bodies being read and answered (Content-Length times "
-            "what the route holds per byte), against the budget (SERVING_MAX_BODY_BYTES_IN_FLIGHT, "
-            "or derived from the memory limit). A body that does not fit waits, then is refused "
-            "(Rejected / s, reason body_memory).",
-            "bytes",
-            query(f"sum by (pod) (body_memory_in_flight_bytes{{{APP}}})", "{{pod}} in flight"),
-            query(f"max by (pod) (body_memory_budget_bytes{{{APP}}})", "{{pod}} budget", "B"),
+        memory_budget_panel(
+            "body",
+            "request bodies being read and answered (Content-Length times what the route holds "
+            "per byte)",
+            "SERVING_MAX_BODY_BYTES_IN_FLIGHT",
+            "A body that does not fit waits",
         ),
         w=6,
         h=8,
