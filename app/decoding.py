@@ -72,7 +72,6 @@ class ImageDecoder:
         # Bounds images being decoded or waiting for a decode thread: past it, callers wait
         # here (holding no pixels) instead of piling decoded images up in memory.
         self._slots = asyncio.Semaphore(workers * 4)
-        self.pending = 0  # accepted images not yet in the batch queue
 
         def sizing(limit: int | None, baseline: int | None) -> tuple[int, str]:
             return budget_bytes(pixels_in_flight, limit=limit, baseline=baseline)
@@ -169,16 +168,12 @@ class ImageDecoder:
         self, data: bytes, preprocessor: Preprocessor, *, deadline: float | None = None
     ) -> Preprocessed:
         loop = asyncio.get_running_loop()
-        self.pending += 1
-        try:
-            async with self._slot(deadline):
-                outcome = await loop.run_in_executor(
-                    self._pool, self._open_and_decode, data, preprocessor, deadline
-                )
-            if isinstance(outcome, _MustWait):
-                outcome = await self._wait_then_decode(outcome, preprocessor, deadline)
-        finally:
-            self.pending -= 1
+        async with self._slot(deadline):
+            outcome = await loop.run_in_executor(
+                self._pool, self._open_and_decode, data, preprocessor, deadline
+            )
+        if isinstance(outcome, _MustWait):
+            outcome = await self._wait_then_decode(outcome, preprocessor, deadline)
         return outcome
 
     async def _wait_then_decode(
