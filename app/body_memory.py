@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 
 from app.errors import MemoryBusyError
-from app.memory_budget import SizedBudget
+from app.memory_budget import MIB, SizedBudget
 from app.metrics import Metrics
 
-MIB = 1 << 20
 # Without a memory limit: thirteen 10 MB images being read at once, far above normal traffic
 # (64 requests of 100 KB hold 6 MB).
 FALLBACK_BUDGET_BYTES = 128 * MIB

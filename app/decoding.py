@@ -65,7 +65,6 @@ class ImageDecoder:
         self, *, workers: int, max_pixels: int, pixels_in_flight: int, metrics: Metrics
     ) -> None:
         self.max_pixels = max_pixels
-        self.pixels_in_flight = pixels_in_flight
         self.metrics = metrics
         Image.core.set_block_size(PILLOW_BLOCK_BYTES)  # type: ignore[attr-defined]  # process-wide
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")

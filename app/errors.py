@@ -124,6 +124,13 @@ class OverloadedError(ServingError):
     code = "overloaded"
 
 
+# A request whose client went away before it could be answered: not an error of ours. nginx's
+# status for it, on both transports, so logs and request_count_total say what happened and the
+# 5xx alerts do not count it.
+CLIENT_CLOSED = 499
+CLIENT_CLOSED_CODE = "client_closed_request"
+
+
 class MemoryBusyError(ServingError):
     """A memory budget is full (the decode budget, held by images being decoded, or the body
     budget, held by request bodies being read), and this request's deadline passed while it

@@ -23,8 +23,6 @@ from app.metrics import Metrics
 log = logging.getLogger("app.access")
 
 METHOD_LABEL = "GRPC"
-# A call cancelled by its client before an answer (nginx's convention for the same on HTTP).
-CLIENT_CLOSED = 499
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 
 

@@ -24,13 +24,18 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from app.body_memory import GRPC_HELD, BodyMemory
-from app.errors import InvalidRequestError, NotReadyError, ServingError
+from app.errors import (
+    CLIENT_CLOSED,
+    CLIENT_CLOSED_CODE,
+    InvalidRequestError,
+    NotReadyError,
+    ServingError,
+)
 
 from . import grpc_codec, handler
 from . import grpc_predict_v2_pb2 as pb
 from .errors import describe
 from .grpc_calls import (
-    CLIENT_CLOSED,
     CallObserver,
     authenticate,
     call_deadline,
@@ -155,7 +160,7 @@ class _Service:
                 remaining = context.time_remaining()
                 expired = remaining is not None and remaining <= 0
                 status = 504 if expired else CLIENT_CLOSED
-                error_code = "deadline_exceeded" if expired else "client_closed_request"
+                error_code = "deadline_exceeded" if expired else CLIENT_CLOSED_CODE
                 grpc_status = (
                     grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 )

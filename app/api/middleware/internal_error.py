@@ -14,10 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.context import context_of
 from app.api.errors import send_error
+from app.errors import CLIENT_CLOSED, CLIENT_CLOSED_CODE
 
 log = logging.getLogger("app.access")
-
-CLIENT_CLOSED = 499
 
 
 class InternalErrorMiddleware:
@@ -40,7 +39,7 @@ class InternalErrorMiddleware:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
             context = context_of(scope)
-            context.error_code = "client_closed_request"
+            context.error_code = CLIENT_CLOSED_CODE
             if not started:  # nobody reads it (the server drops it); the layers above count it
                 message = "the client closed the connection before its request was read"
                 await send_error(send, CLIENT_CLOSED, context.error_code, message, context)
