@@ -1,11 +1,13 @@
 """The helper scripts the build job's image smoke test runs (.github/scripts), exercised here on
 real inputs: the golden-prediction check and the photo extraction. (The e2e job runs the
-tests/e2e suite itself: no helper script of its own.)"""
+tests/e2e suite itself: no helper script of its own.) And scripts/test.sh, the test job's
+command, run against fake ruff, mypy and pytest: every check runs, the failed ones are named."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -112,3 +114,66 @@ def test_sample_photo_pin_is_the_locked_matplotlib() -> None:
     version, hashes = sample_photo.pinned_matplotlib(ROOT / "requirements" / "dev-pypi.txt")
     assert version == metadata.version("matplotlib")
     assert hashes
+
+
+# --- scripts/test.sh -------------------------------------------------------------------------
+
+TOOLS = ("ruff", "mypy", "pytest")
+
+
+def run_test_sh(tmp_path: Path, fail: set[str], *args: str) -> tuple[int, str, list[str]]:
+    """Runs a copy of scripts/test.sh in a checkout-like dir whose .venv/bin holds fake ruff,
+    mypy and pytest: each records its arguments and exits 1 when its name (`ruff check`,
+    `ruff format`, `mypy`, `pytest`) is in `fail`. Returns the exit status, the output and the
+    recorded runs."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    script = repo / "scripts" / "test.sh"
+    script.write_text((ROOT / "scripts" / "test.sh").read_text())
+    script.chmod(0o755)
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "ran.log"
+    for tool in TOOLS:
+        failing = sorted(name for name in fail if name.split()[0] == tool)
+        # The tool and its first argument decide: `ruff check` fails, `ruff format` passes.
+        cases = "".join(f'  "{name}"|"{name} "*) exit 1 ;;\n' for name in failing)
+        fake = bin_dir / tool
+        fake.write_text(
+            f'#!/bin/sh\necho {tool} "$@" >>"{log}"\n'
+            f'case "{tool}${{1:+ $1}}" in\n{cases}esac\nexit 0\n'
+        )
+        fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    ran = log.read_text().splitlines() if log.exists() else []
+    return result.returncode, result.stdout + result.stderr, ran
+
+
+def failed_checks(output: str) -> list[str]:
+    return [line.removeprefix("==> FAILED: ") for line in output.splitlines() if "FAILED:" in line]
+
+
+def test_test_sh_runs_every_check_and_passes_the_arguments_to_pytest(tmp_path: Path) -> None:
+    rc, output, ran = run_test_sh(tmp_path, set(), "-m", "not slow")
+    assert rc == 0, output
+    assert ran == ["ruff check .", "ruff format --check .", "mypy", "pytest -m not slow"]
+    assert failed_checks(output) == []
+    assert "all checks passed" in output
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [{"ruff check"}, {"ruff format"}, {"mypy"}, {"pytest"}, {"ruff check", "mypy", "pytest"}],
+)
+def test_test_sh_goes_on_after_a_failing_check_and_names_it(tmp_path: Path, fail: set[str]) -> None:
+    rc, output, ran = run_test_sh(tmp_path, fail)
+    assert rc != 0, output
+    # The checks after the failing one still ran (a ruff finding does not hide mypy's).
+    assert ran == ["ruff check .", "ruff format --check .", "mypy", "pytest"]
+    assert sorted(failed_checks(output)) == sorted(fail)
+    assert "all checks passed" not in output
