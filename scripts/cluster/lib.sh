@@ -7,7 +7,9 @@
 #   images     the image references `up` loaded into containerd (removed by `down`)
 #   kubeconfig the admin kubeconfig (server https://127.0.0.1:6443)
 
-CLUSTER_DIR=${CLUSTER_DIR:-$ROOT/.tools/cluster}
+# Resolved (symlinks followed, e.g. .tools linked to a larger disk): the kernel reports paths
+# resolved (/proc/mounts lists the kubelet's volumes so), and `down` compares them with these.
+CLUSTER_DIR=$(realpath -m "${CLUSTER_DIR:-$ROOT/.tools/cluster}")
 CLUSTER_BIN=$CLUSTER_DIR/bin
 CLUSTER_RUN=$CLUSTER_DIR/run
 CLUSTER_LOGS=$CLUSTER_DIR/logs

@@ -210,10 +210,17 @@ node_down() {
   done
   if [ -x "$CLUSTER_BIN/kube-proxy" ]; then "$CLUSTER_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   remove_iptables_rules
-  # Volumes the kubelet mounted (emptyDir, projected tokens) before the state goes.
+  remove_run_dir
+  if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then ip link delete "$CNI_BRIDGE" 2>/dev/null || true; fi
+  rm -rf /var/lib/cni/networks/resnet-serving
+}
+
+# remove_run_dir: unmount the volumes the kubelet mounted under run/ (emptyDir, projected
+# tokens), innermost first, then remove run/. /proc/mounts lists them under the resolved path:
+# CLUSTER_RUN is one (lib.sh resolves CLUSTER_DIR).
+remove_run_dir() {
   awk -v run="$CLUSTER_RUN/" 'index($2, run) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mount; do
     umount -l "$mount" 2>/dev/null || true
   done
-  if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then ip link delete "$CNI_BRIDGE" 2>/dev/null || true; fi
-  rm -rf /var/lib/cni/networks/resnet-serving "$CLUSTER_RUN"
+  rm -rf "$CLUSTER_RUN"
 }
