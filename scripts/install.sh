@@ -55,6 +55,11 @@ case "${TORCH_INDEX_URL:-}" in
     ;;
 esac
 pip_args=(--quiet --disable-pip-version-check)
+# First the pinned pip, hash-checked, whatever pip the venv came with: a stock venv's pip can be
+# too old for the locks (23.2.1 refuses kserve's `uvicorn[standard]` under --require-hashes).
+# A single pinned, hashed wheel installs with any pip since 8.
+log "installing pip from requirements/pip.txt (hashes required)"
+.venv/bin/python -m pip install "${pip_args[@]}" --require-hashes --only-binary=:all: -r requirements/pip.txt
 log "installing Python dependencies from $lock (hashes required)"
 .venv/bin/pip install "${pip_args[@]}" --require-hashes --only-binary=:all: \
   ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r "$lock"

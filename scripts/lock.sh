@@ -7,6 +7,8 @@
 #   requirements/runtime-pypi.txt  [project].dependencies only (the image); PyPI's torch
 #   requirements/dev-cpu.txt       as dev-pypi.txt, torch and torchvision from the CPU-only index
 #   requirements/runtime-cpu.txt   as runtime-pypi.txt, torch and torchvision from that index
+#   requirements/pip.txt           the pip that installs the others (the dev extra's pin), alone:
+#                                  install.sh and the Dockerfile put it in first
 #
 # For CPython 3.11 on x86_64 Linux (manylinux_2_28); every file of each pinned version is hashed.
 # dev-pypi.txt is resolved first and keeps the versions it holds (uv prefers the pins of the
@@ -30,7 +32,7 @@ ROOT=$PWD
 UV=${UV:-$ROOT/.venv/bin/uv}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 CPU_INDEX=https://download.pytorch.org/whl/cpu
-LOCKS=(dev-pypi runtime-pypi dev-cpu runtime-cpu)
+LOCKS=(dev-pypi runtime-pypi dev-cpu runtime-cpu pip)
 
 die() { echo "lock.sh: $*" >&2; exit 1; }
 note() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -119,6 +121,10 @@ cpu_lock() {  # cpu_lock NAME [uv pip compile arguments]
 note "requirements/dev-pypi.txt"
 build_requires | compile requirements/dev-pypi.txt --no-config pyproject.toml - --all-extras \
   ${uv_args[@]+"${uv_args[@]}"}
+note "requirements/pip.txt"
+pip_pin=$(sed -n 's/^ *"pip==\([^"]*\)",.*$/\1/p' pyproject.toml)
+[ -n "$pip_pin" ] || die "pyproject.toml's dev extra pins no pip"
+echo "pip==$pip_pin" | compile requirements/pip.txt --no-config -
 note "requirements/runtime-pypi.txt"
 compile requirements/runtime-pypi.txt --no-config pyproject.toml -c requirements/dev-pypi.txt
 note "requirements/dev-cpu.txt"

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements"
 PYPROJECT = ROOT / "pyproject.toml"
 LOCKS = ("dev-pypi", "runtime-pypi", "dev-cpu", "runtime-cpu")
+# The pip that installs the others, alone (scripts/install.sh and the Dockerfile put it in first).
+PIP_LOCK = "pip"
 # Only in PyPI's torch build: its CUDA libraries and the GPU compiler.
 CUDA_ONLY = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")
 HEADER = [
@@ -43,9 +45,9 @@ def pins() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
 # --- the locks and pyproject.toml ------------------------------------------------------------
 
 
-def test_exactly_the_four_locks() -> None:
-    assert sorted(p.stem for p in REQUIREMENTS.glob("*.txt")) == sorted(LOCKS)
-    for name in LOCKS:
+def test_exactly_the_four_locks_and_pip() -> None:
+    assert sorted(p.stem for p in REQUIREMENTS.glob("*.txt")) == sorted((*LOCKS, PIP_LOCK))
+    for name in (*LOCKS, PIP_LOCK):
         header, entries = lockfile.parse((REQUIREMENTS / f"{name}.txt").read_text())
         assert header == HEADER, name
         assert entries, name
@@ -100,6 +102,17 @@ def test_cpu_locks_take_torch_from_the_cpu_index(flavour: str) -> None:
     # Both CPU locks hold the same +cpu wheels.
     for name in ("torch", "torchvision"):
         assert lock("dev-cpu")[name].spec == lock("runtime-cpu")[name].spec
+
+
+def test_pip_lock_holds_the_dev_extras_pip_alone() -> None:
+    _, extras = pins()
+    entries = lock(PIP_LOCK)
+    assert list(entries) == ["pip"]
+    assert entries["pip"].version == extras["dev"]["pip"]
+    assert entries["pip"].hashes
+    # The dev locks install the same pip again (the venv ends with exactly the locked set).
+    for name in ("dev-pypi", "dev-cpu"):
+        assert lock(name)["pip"].spec == entries["pip"].spec
 
 
 def test_lock_tool_is_pinned_in_the_dev_extra() -> None:
@@ -284,6 +297,57 @@ def test_install_sh_requires_hashes_and_builds_nothing_from_an_index() -> None:
     assert "constraints" not in text
 
 
+def bootstrap_line(text: str) -> str:
+    [line] = [ln for ln in text.splitlines() if "-r requirements/pip.txt" in ln]
+    return line
+
+
+def test_install_sh_puts_the_locked_pip_in_before_the_lock() -> None:
+    text = install_sh()
+    line = bootstrap_line(text)
+    assert "--require-hashes --only-binary=:all:" in line
+    assert text.index(line) < text.index('-r "$lock"')
+
+
+def test_dockerfile_puts_the_locked_pip_in_before_the_lock() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "COPY requirements/pip.txt" in text
+    line = bootstrap_line(text)
+    assert "--require-hashes --only-binary=:all:" in line
+    assert text.index(line) < text.index('-r "$lock"')
+
+
+@pytest.mark.slow
+def test_install_sh_bootstrap_upgrades_a_stock_venvs_pip(tmp_path: Path) -> None:
+    # A venv made by this machine's own `python -m venv` brings its bundled pip (23.2.1 with
+    # Python 3.11.7, which refuses the locks); install.sh's bootstrap line, run as it is in
+    # such a venv, must leave exactly the locked pip there (from PyPI or pip's cache).
+    import sys
+
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(tmp_path / ".venv")], check=True, timeout=120)
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "pip.txt").write_text((REQUIREMENTS / "pip.txt").read_text())
+
+    def pip_version() -> str:
+        out = subprocess.run(
+            [str(tmp_path / ".venv" / "bin" / "python"), "-m", "pip", "--version"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        return out.split()[1]
+
+    stock = pip_version()
+    text = install_sh()
+    [args] = [ln for ln in text.splitlines() if ln.startswith("pip_args=")]
+    result = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\nlog() {{ :; }}\n{args}\n{bootstrap_line(text)}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    wanted = lock(PIP_LOCK)["pip"].version
+    assert pip_version() == wanted, f"stock pip {stock}"
+
+
 def test_the_workflow_checks_the_locks_against_the_real_indexes() -> None:
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
     lint = workflow["jobs"]["lint"]
@@ -326,6 +390,6 @@ def test_lock_sh_passes_shellcheck_and_documents_itself() -> None:
         [str(script), "--help"], capture_output=True, text=True, timeout=30, check=False
     )
     assert usage.returncode == 0, usage.stderr
-    for name in LOCKS:
+    for name in (*LOCKS, PIP_LOCK):
         assert f"requirements/{name}.txt" in usage.stdout
     assert "--check" in usage.stdout
