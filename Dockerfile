@@ -46,13 +46,14 @@ RUN apt-get update \
 
 RUN python -m venv /opt/venv
 WORKDIR /build
-COPY requirements/runtime-cpu.txt requirements/runtime-pypi.txt ./requirements/
+COPY requirements/pip.txt requirements/runtime-cpu.txt requirements/runtime-pypi.txt ./requirements/
 # [project].dependencies and everything below them, each file pinned by its sha256: the lock
 # that scripts/lock.sh writes from pyproject.toml for the chosen torch index (any other index
 # stops the build: there is no lock for it). pip refuses a file whose hash the lock does not
 # list, a package it does not list, and source distributions (a build would fetch its build
 # dependencies unhashed); pip check proves the set complete. The check after it proves the
-# CPU build won where the CPU index was asked for.
+# CPU build won where the CPU index was asked for. The pinned pip (requirements/pip.txt) goes in
+# first, so that the build does not depend on the base image's pip (an old one refuses the lock).
 # Then, in the same layer (so no cached layer holds the unslimmed venv), ~160 MB go: C++ headers
 # and protoc (only for building extensions), test suites, pip itself, and the static symbol
 # tables of torch's two large libraries (.dynsym, which the dynamic loader uses, stays). A
@@ -65,6 +66,7 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
         */cpu | */cpu/) lock=requirements/runtime-cpu.txt ;; \
         *) echo "no lock for TORCH_INDEX_URL=${TORCH_INDEX_URL} (requirements/: PyPI's torch, or the CPU-only index's)" >&2; exit 1 ;; \
     esac \
+    && pip install --require-hashes --only-binary=:all: -r requirements/pip.txt \
     && pip install --require-hashes --only-binary=:all: \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r "$lock" \
     && pip check \
@@ -81,7 +83,7 @@ FROM builder AS weights
 ARG MODEL_NAME=resnet50
 ARG MODEL_WEIGHTS=DEFAULT
 ENV TORCH_HOME=/opt/torch
-# app/weights_bake.py (read from the build context, not copied): torchvision's download into
+# app/model/bake.py (read from the build context, not copied): torchvision's download into
 # $TORCH_HOME/hub/checkpoints/<file from the weights' URL>, hash-checked; or the same file from
 # weights/ in the context, same check; or nothing for MODEL_WEIGHTS=random. The app's weights
 # resolution looks exactly there.
@@ -89,7 +91,7 @@ RUN --mount=type=bind,target=/context \
     --mount=type=secret,id=ca_bundle \
     if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi \
     && mkdir -p /opt/torch/hub/checkpoints \
-    && PYTHONPATH=/context python -m app.weights_bake "${MODEL_NAME}" "${MODEL_WEIGHTS}" --from /context/weights \
+    && PYTHONPATH=/context python -m app.model.bake "${MODEL_NAME}" "${MODEL_WEIGHTS}" --from /context/weights \
     && ls -l /opt/torch/hub/checkpoints/
 
 # ---- runtime: slim, non-root, nothing but the venv, the app and the weights ------------------
@@ -129,7 +131,7 @@ COPY app/ /srv/app/
 # Bytecode compiled now, as root: the root filesystem is read-only at run time. Then the app's
 # own weights resolution must find the baked file in torch's cache (no download allowed).
 RUN python -m compileall -q /srv/app \
-    && python -c "import app.main, app.__main__; from app.weights import resolve_weights; s = resolve_weights('${MODEL_NAME}', '${MODEL_WEIGHTS}', allow_download=False); assert s.kind in ('cache', 'random'), s; print('weights', s.weights_id, s.path)"
+    && python -c "import app.main, app.__main__; from app.model.weights import resolve_weights; s = resolve_weights('${MODEL_NAME}', '${MODEL_WEIGHTS}', allow_download=False); assert s.kind in ('cache', 'random'), s; print('weights', s.weights_id, s.path)"
 
 USER 10001:10001
 # HTTP (SERVING_PORT) and the Open Inference Protocol over gRPC (SERVING_GRPC_PORT).

@@ -9,11 +9,11 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from app.config import Settings, describe_validation_error
-from app.logging_setup import configure_logging
 from app.main import create_app
+from app.model.weights import WeightsUnavailableError
 from app.server import ServingServer
-from app.weights import WeightsUnavailableError
+from app.settings.config import Settings, describe_validation_error
+from app.telemetry.logs import configure_logging
 
 log = logging.getLogger("app")
 

@@ -1,8 +1,9 @@
 """The application factory. Settings come in; nothing is read from the environment here.
 
-The HTTP app is a thin shell around one `Service` (app/service.py): the routes (app/api/routes/)
-reach it through typed dependencies (app/api/deps.py), the middleware (app/api/middleware/)
-does one job per layer, and the HTTP metrics are the instrumentator's (app/api/http_metrics.py).
+The HTTP app is a thin shell around one `Service` (app/serving/service.py): the routes
+(app/api/routes/) reach it through typed dependencies (app/api/deps.py), the middleware
+(app/api/middleware/) does one job per layer, and the HTTP metrics are the instrumentator's
+(app/api/http_metrics.py).
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from app import __version__
-from app.api.deps import single_image_limit
+from app.api.bodies import single_image_limit
 from app.api.errors import install_error_handlers
 from app.api.http_metrics import instrument
 from app.api.middleware import install_middleware
 from app.api.openapi import document_auth_as_optional
 from app.api.routes import include_routes, oip
-from app.config import Settings
-from app.metrics import Metrics
-from app.metrics_server import metrics_port
-from app.oip.grpc_calls import MetricsObserver
-from app.oip.grpc_server import OipGrpcServer, start_grpc_server
+from app.oip.grpc.interceptors import MetricsObserver
+from app.oip.grpc.server import OipGrpcServer, start_grpc_server
 from app.oip.served_model import ServedModel
-from app.service import Service
+from app.serving.service import Service
+from app.settings.config import Settings
+from app.telemetry.metrics import Metrics
+from app.telemetry.metrics_server import metrics_port
 
 log = logging.getLogger(__name__)
 

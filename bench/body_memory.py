@@ -1,5 +1,5 @@
 """What a request body holds in the server, per byte of it, route by route: the factors that
-app/body_memory.py prices bodies with (SINGLE_IMAGE_HELD, BATCH_HELD, PROTOCOL_HELD).
+app/memory/bodies.py prices bodies with (SINGLE_IMAGE_HELD, BATCH_HELD, PROTOCOL_HELD).
 
 For each way in, a fresh `python -m app` (resnet18, random weights, the body budget set huge so
 nothing waits) answers one small request to warm up, then one request carrying 9.5 MB images

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from app.cpu import available_cpus
-from app.imaging import decode_image
-from app.preprocess import Preprocessor
-from app.runtime import ModelRuntime
-from app.runtime_options import BackendChoice, DeviceChoice, Precision
-from app.weights import load_model, resolve_weights
+from app.images.decode import decode_image
+from app.images.preprocess import Preprocessor
+from app.model.cpu import available_cpus
+from app.model.options import BackendChoice, DeviceChoice, Precision
+from app.model.runtime import ModelRuntime
+from app.model.weights import load_model, resolve_weights
 from bench.images import sample_photos, small_jpeg
 
 

@@ -5,7 +5,8 @@ subprocess and measured with the kernel's high-water mark of resident memory
 (`resource.getrusage(RUSAGE_SELF).ru_maxrss`): the peak after the decode minus the peak just
 before it (taken once the codec is loaded and the file is in memory, when the current RSS is the
 peak so far). The result, bytes per pixel, is what the server reserves from its decode budget
-(app/decode_budget.py's table must be at least the measured figure: tests/test_decode_budget.py).
+(app/images/decode_cost.py's table must be at least the measured figure:
+tests/test_decode_budget.py).
 
     python -m bench.decode_memory                      # all images, to stdout
     python -m bench.decode_memory --json bench/results/decode_memory.json
@@ -45,10 +46,10 @@ def measure_one(path: Path, model: str) -> dict[str, Any]:
     from PIL import Image
     from torchvision.models import get_model_weights
 
-    from app.decode_budget import decode_peak_bytes
-    from app.decoding import PILLOW_BLOCK_BYTES
-    from app.imaging import decode_image, open_image
-    from app.preprocess import Preprocessor
+    from app.images.decode import decode_image, open_image
+    from app.images.decode_cost import decode_peak_bytes
+    from app.images.decoder import PILLOW_BLOCK_BYTES
+    from app.images.preprocess import Preprocessor
 
     Image.core.set_block_size(PILLOW_BLOCK_BYTES)  # type: ignore[attr-defined]  # as the server
     pre = Preprocessor.from_transforms(get_model_weights(model).DEFAULT.transforms())

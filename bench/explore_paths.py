@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.backends.torch_backend import configure_threads
-from app.cpu import available_cpus
-from app.preprocess import Preprocessor
-from app.weights import load_model, resolve_weights
+from app.images.preprocess import Preprocessor
+from app.model.backends.torch_backend import configure_threads
+from app.model.cpu import available_cpus
+from app.model.weights import load_model, resolve_weights
 from bench.images import sample_photos
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

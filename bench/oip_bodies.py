@@ -26,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 
-from app.oip import grpc_predict_v2_pb2 as pb
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
 
 IMAGE = "image"
 SCORES = "scores"

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import grpc
 import httpx
 
-from app.oip import grpc_predict_v2_pb2 as pb
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
 from bench import oip_bodies
 from bench.images import small_jpeg
 from bench.loadgen import summarise

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from app.backends.openvino_backend import convert, import_openvino
-from app.cpu import available_cpus, cpu_has_native_bf16, cpu_model_name
-from app.weights import load_model, resolve_weights
+from app.model.backends.openvino_backend import convert, import_openvino
+from app.model.cpu import available_cpus, cpu_has_native_bf16, cpu_model_name
+from app.model.weights import load_model, resolve_weights
 
 
 def images_per_s(compiled: Any, batch: int, in_flight: int, seconds: float) -> float:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from torchvision.models import get_model_weights
 
-from app.imaging import decode_image
-from app.preprocess import Preprocessor
+from app.images.decode import decode_image
+from app.images.preprocess import Preprocessor
 from bench.images import large_jpeg, small_jpeg
 
 

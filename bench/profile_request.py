@@ -158,10 +158,10 @@ class InProcessModel:
     """The server's engine in this process: what one batch-1 forward pass costs right now."""
 
     def __init__(self, model: str, niceness: int) -> None:
-        from app.cpu import lower_thread_priority
-        from app.runtime import ModelRuntime
-        from app.runtime_options import BackendChoice, DeviceChoice, Precision
-        from app.weights import load_model, resolve_weights
+        from app.model.cpu import lower_thread_priority
+        from app.model.options import BackendChoice, DeviceChoice, Precision
+        from app.model.runtime import ModelRuntime
+        from app.model.weights import load_model, resolve_weights
 
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._thread.submit(lower_thread_priority, niceness).result()
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(x) for x in args.levels.split(",")]
     body = small_jpeg()
     started_load = os.getloadavg()
-    from app.config import Settings
+    from app.settings.config import Settings
 
     niceness = Settings.model_fields["model_thread_niceness"].default
     with ExitStack() as stack:

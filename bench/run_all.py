@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from app.cpu import (
+from app.model.cpu import (
     available_cpus,
     cpu_flags,
     cpu_has_native_bf16,
@@ -72,7 +72,7 @@ class ServerConfig:
 def machine_info() -> dict[str, Any]:
     flags = cpu_flags()
     try:
-        from app.backends.openvino_backend import import_openvino
+        from app.model.backends.openvino_backend import import_openvino
 
         openvino: str | None = import_openvino().get_version()
     except ImportError:

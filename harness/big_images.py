@@ -135,7 +135,7 @@ def noise_jpeg(side: int = 2950, quality: int = 95) -> bytes:
     return _saved(Image.fromarray(pixels), "JPEG", quality=quality)
 
 
-# Large on the wire rather than in pixels: what the body memory budget (app/body_memory.py) is
+# Large on the wire rather than in pixels: what the body memory budget (app/memory/bodies.py) is
 # for. The memory-budget test and bench/memory_burst.py burst these as well.
 WIRE_IMAGES: dict[str, Callable[[], bytes]] = {"jpeg noise 10mb": noise_jpeg}
 

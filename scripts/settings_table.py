@@ -1,4 +1,4 @@
-"""Print the README's settings table (markdown) or `.env.example` from app.config.Settings.
+"""Print the README's settings table (markdown) or `.env.example` from app.settings.config.Settings.
 
 The README table and .env.example are generated from the Settings model so they cannot drift;
 tests/test_docs.py fails when either differs from what this prints.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from app.config import ENV_PREFIX, Settings, env_default
+from app.settings.config import ENV_PREFIX, Settings, env_default
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "<!-- settings-table:start (generated: python scripts/settings_table.py markdown) -->\n"

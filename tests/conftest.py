@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from app.settings.config import Settings
 from helpers.process import ManagedProcess, app_process
 
 ROOT = Path(__file__).resolve().parent.parent

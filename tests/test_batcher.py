@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from app.batcher import Batcher
 from app.errors import DeadlineExceededError, InferenceError, NotReadyError
-from app.metrics import Metrics
+from app.serving.batcher import Batcher
+from app.telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from app.oip import grpc_predict_v2_pb2 as pb
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
 from app.oip.tensors import serialize_bytes
 from bench import oip_bodies
 from bench.loadgen import percentile, run_load, summarise

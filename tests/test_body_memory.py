@@ -1,4 +1,4 @@
-"""The body memory budget (app/body_memory.py): every request with a body reserves what reading
+"""The body memory budget (app/memory/bodies.py): every request with a body reserves what reading
 and parsing it will hold before a byte is read, and an image URL reserves its download the same
 way. A request that finds no room waits within its deadline, then gets 503 `memory_busy` with
 Retry-After; one larger than the whole budget waits until it is empty, then runs alone.
@@ -26,7 +26,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from app.body_memory import (
+from app.errors import MemoryBusyError
+from app.memory.bodies import (
     FALLBACK_BUDGET_BYTES,
     GRPC_HELD,
     MIN_BUDGET_BYTES,
@@ -35,8 +36,7 @@ from app.body_memory import (
     BodyMemory,
     body_budget_bytes,
 )
-from app.errors import MemoryBusyError
-from app.metrics import Metrics
+from app.telemetry.metrics import Metrics
 from harness.big_images import padded_png
 from helpers.process import ManagedProcess, app_process, free_port
 

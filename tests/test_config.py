@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.config import LogFormat, Settings, describe_validation_error
+from app.settings.config import LogFormat, Settings, describe_validation_error
 
 
 def settings_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cpu import available_cpus, default_torch_threads, lower_thread_priority
+from app.model.cpu import available_cpus, default_torch_threads, lower_thread_priority
 
 
 def affinity() -> int:

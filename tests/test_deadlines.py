@@ -12,8 +12,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app import runtime
 from app.main import create_app
+from app.model import runtime
 from conftest import make_settings, wait_ready
 from helpers.predict import post_photo
 

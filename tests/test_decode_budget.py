@@ -17,17 +17,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from test_metrics import scrape
 
-from app.decode_budget import (
+from app.images.decode import open_image
+from app.images.decode_cost import (
     FALLBACK_BUDGET_BYTES,
-    MIB,
     MIN_BUDGET_BYTES,
     budget_bytes,
     decode_peak_bytes,
 )
-from app.imaging import open_image
 from app.main import create_app
-from app.memory_budget import MemoryBudget
-from app.memory_limit import cgroup_memory_limit, resident_bytes
+from app.memory.budget import MIB, MemoryBudget
+from app.memory.cgroup import cgroup_memory_limit, resident_bytes
 from conftest import ROOT, make_settings, wait_ready
 from harness.big_images import IMAGES, png
 from helpers.images import encode, photo, photo_bytes

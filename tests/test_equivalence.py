@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision import models
 
 from app.main import create_app
-from app.weights import hub_checkpoint_dir
+from app.model.weights import hub_checkpoint_dir
 from conftest import make_settings, wait_ready
 from helpers.images import PHOTOS
 
@@ -141,10 +141,10 @@ def test_real_weights_fast_paths_keep_the_answers(
     """The accuracy guard of every backend and precision with trained weights: torchvision's
     fp32 top-1 kept and at least 4 of its top 5, on every golden photograph; the largest logit
     difference is reported."""
-    from app.preprocess import Preprocessor
-    from app.runtime import ModelRuntime
-    from app.runtime_options import BackendChoice, Precision
-    from app.weights import WeightsSource, WeightsSourceKind, load_model
+    from app.images.preprocess import Preprocessor
+    from app.model.options import BackendChoice, Precision
+    from app.model.runtime import ModelRuntime
+    from app.model.weights import WeightsSource, WeightsSourceKind, load_model
 
     if not REAL_FILE.is_file():
         pytest.skip(f"real ImageNet weights not in torch's cache ({REAL_FILE})")

@@ -12,7 +12,7 @@ from app.errors import (
     InvalidImageError,
     UnsupportedImageFormatError,
 )
-from app.imaging import decode_image, draft_size, finish_decode, open_image, to_rgb
+from app.images.decode import decode_image, draft_size, finish_decode, open_image, to_rgb
 from helpers.images import (
     encode,
     jpeg_with_orientation,

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 from PIL import Image
 
-from app.backends.int8 import CALIBRATION_PHOTOS, calibration_dir, calibration_inputs
-from app.runtime_options import BackendChoice, Precision
-from app.weights import resolve_weights
+from app.model.backends.int8 import CALIBRATION_PHOTOS, calibration_dir, calibration_inputs
+from app.model.options import BackendChoice, Precision
+from app.model.weights import resolve_weights
 from helpers.accuracy import (
     assert_keeps_top1_and_four_of_top5,
     photos_batch,

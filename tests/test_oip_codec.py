@@ -14,11 +14,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from app.errors import ServingError
-from app.oip import grpc_predict_v2_pb2 as pb
-from app.oip.grpc_codec import decode_request as decode_grpc
-from app.oip.grpc_codec import encode_response as encode_grpc
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
+from app.oip.grpc.codec import decode_request as decode_grpc
+from app.oip.grpc.codec import encode_response as encode_grpc
 from app.oip.handler import InferenceRequest, InferenceResult, infer
-from app.oip.rest_codec import decode_request, encode_response
+from app.oip.rest.codec import decode_request, encode_response
 from app.oip.tensors import Limits, classification_strings
 from app.oip.tensors import RequestedOutput as Wanted
 from helpers.oip_fake import LABELS, SIZE, FakeModel, image_file, preprocess

@@ -15,11 +15,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from app.metrics import Metrics
-from app.oip import grpc_predict_v2_pb2 as pb
-from app.oip.grpc_calls import MetricsObserver
-from app.oip.grpc_server import start_grpc_server
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
+from app.oip.grpc.interceptors import MetricsObserver
+from app.oip.grpc.server import start_grpc_server
 from app.oip.tensors import Limits
+from app.telemetry.metrics import Metrics
 from helpers.oip_fake import LABELS, SIZE, FakeModel, image_file, preprocess
 from helpers.oip_servers import SERVER_INFO, GrpcServerThread, LoopThread
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.oip import grpc_predict_v2_pb2 as pb
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
 from app.oip.tensors import Limits
 from helpers.oip_fake import SIZE, FakeModel, image_file
 from helpers.oip_servers import GrpcServerThread

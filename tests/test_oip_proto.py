@@ -10,7 +10,7 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 from google.protobuf import descriptor_pool
 
-from app.oip import grpc_predict_v2_pb2 as pb
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.api.errors import install_error_handlers
 from app.errors import UnauthorizedError
-from app.oip.rest import oip_router
+from app.oip.rest.routes import oip_router
 from app.oip.tensors import Limits
 from helpers.oip_fake import LABELS, SIZE, FakeModel, image_file, preprocess
 from helpers.oip_servers import SERVER_INFO, UvicornThread

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.models import get_model_weights
 
-from app.preprocess import Preprocessor, resized_size
+from app.images.preprocess import Preprocessor, resized_size
 from helpers.images import PHOTOS, photo
 
 

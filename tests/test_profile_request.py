@@ -12,7 +12,7 @@ RAW = [
     "thread (1): MainThread;Runner.run (asyncio/runners.py:118) 90",
     "thread (1): MainThread;Runner.run (asyncio/runners.py:118);send (uvicorn/h.py:5) 10",
     "thread (2): model_0;_worker (concurrent/futures/thread.py:81) 20",
-    "thread (2): model_0;_worker (concurrent/futures/thread.py:83);infer (app/runtime.py:1);"
+    "thread (2): model_0;_worker (concurrent/futures/thread.py:83);infer (app/model/runtime.py:1);"
     "InferRequest.infer (openvino/_ov_api.py:202) 80",
     "not a stack line",
 ]

@@ -16,9 +16,9 @@ import pytest
 from pydantic import Field, SecretBytes, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.config import Settings, describe_validation_error
-from app.settings_errors import describe_validation_error as describe_for
-from app.settings_errors import secret_fields
+from app.settings.config import Settings, describe_validation_error
+from app.settings.errors import describe_validation_error as describe_for
+from app.settings.errors import secret_fields
 from helpers.images import photo_bytes
 from helpers.process import ManagedProcess, app_process, run_app
 

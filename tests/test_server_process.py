@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app import runtime
 from app.main import create_app
+from app.model import runtime
 from conftest import make_settings
 from helpers.images import PHOTOS
 from helpers.process import ManagedProcess, app_process, free_port, json_log, run_app

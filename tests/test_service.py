@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from app.admission import Admission
-from app.batcher import Batcher
 from app.errors import InvalidImageError, NotReadyError, OverloadedError
-from app.metrics import Metrics
-from app.service import Service
+from app.serving.admission import Admission
+from app.serving.batcher import Batcher
+from app.serving.service import Service
+from app.telemetry.metrics import Metrics
 from conftest import make_settings
 from helpers.images import photo_bytes
 

@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.errors import UrlNotAllowedError
+from app.images.fetch import AddressPolicy, UrlFetcher
 from app.main import create_app
-from app.url_fetch import AddressPolicy, UrlFetcher
 from conftest import make_settings, wait_ready
 from helpers.images import encode, photo
 

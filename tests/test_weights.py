@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import models
 
-from app.weights import (
+from app.model.weights import (
     WeightsSourceKind,
     WeightsUnavailableError,
     load_model,

@@ -1,4 +1,4 @@
-"""app/weights_bake.py: what the Dockerfile's weights stage puts into torch's cache."""
+"""app/model/bake.py: what the Dockerfile's weights stage puts into torch's cache."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from torchvision.models import WeightsEnum
 
-from app import weights_bake
-from app.weights import WeightsUnavailableError, resolve_weights
+from app.model import bake as weights_bake
+from app.model.weights import WeightsUnavailableError, resolve_weights
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_a_local_file_with_the_right_hash_lands_where_the_app_looks(
     digest = hashlib.sha256(payload).hexdigest()
     # torchvision names its files <arch>-<first hex digits of the sha256>.pth.
     name = f"resnet50-{digest[:8]}.pth"
-    monkeypatch.setattr(weights_bake, "_file_name", lambda _w: name)
+    monkeypatch.setattr(weights_bake, "file_name", lambda _w: name)
     local = tmp_path / "weights"
     local.mkdir()
     (local / "my-download.pth").write_bytes(payload)

@@ -1,18 +1,14 @@
-"""Optional API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-
-Off unless SERVING_API_KEYS is set. Compared in constant time against every configured key
-(no early exit, so timing does not reveal which key or how much of it matched). Keys are never
-logged: Settings holds them as SecretStr, and the access log records no headers."""
+"""Optional API keys on HTTP: `Authorization: Bearer <key>` or `X-API-Key: <key>`, checked by
+app/calls/api_keys.py's rule (off unless SERVING_API_KEYS is set, constant-time comparison)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import UnauthorizedError
+from app.calls.api_keys import check_api_key
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -25,26 +21,13 @@ header_scheme = APIKeyHeader(
 )
 
 
-def key_matches(candidate: str, keys: list[bytes]) -> bool:
-    given = candidate.encode("utf-8", "surrogateescape")
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key)
-    return matched
-
-
 async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
     header_key: Annotated[str | None, Security(header_scheme)],
 ) -> None:
     keys: list[bytes] = request.app.state.api_keys
-    if not keys:
-        return
     candidate = bearer.credentials if bearer is not None else header_key
-    if not candidate:
-        raise UnauthorizedError(
-            "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
-        )
-    if not key_matches(candidate, keys):
-        raise UnauthorizedError("the API key is not valid")
+    check_api_key(
+        candidate, keys, how_to_send="`Authorization: Bearer <key>` or `X-API-Key: <key>`"
+    )

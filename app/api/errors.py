@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message
 
-from app.api.context import RequestContext, request_context
+from app.calls.context import RequestContext, request_context
 from app.errors import ServingError
 
 log = logging.getLogger(__name__)

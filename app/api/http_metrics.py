@@ -1,5 +1,5 @@
 """HTTP metrics through prometheus-fastapi-instrumentator, with the names and labels the chart's
-alerts and dashboards already use (a public contract, app/metrics.py):
+alerts and dashboards already use (a public contract, app/telemetry/metrics.py):
 
 - `request_count_total{method, route, status}` and `request_duration_seconds{method, route}`:
   our own instrumentation functions on the instrumentator's per-request `Info`. The library's
@@ -23,9 +23,9 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.context import context_of
 from app.api.middleware import route_of
-from app.metrics import Metrics
+from app.calls.context import context_of
+from app.telemetry.metrics import Metrics
 
 
 def _route(info: Info) -> str:

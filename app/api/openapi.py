@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.imaging import SUPPORTED_MEDIA_TYPES
+from app.images.decode import SUPPORTED_MEDIA_TYPES
 
-from .deps import JSON, MULTIPART
+from .inputs import JSON, MULTIPART
 from .schemas import UrlRequest
 
 _BINARY = {"type": "string", "format": "binary"}

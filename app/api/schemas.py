@@ -10,8 +10,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import ServingError
-from app.host import HostStatus, ModelCard
-from app.pipeline import Prediction
+from app.model.host import HostStatus, ModelCard
+from app.serving.pipeline import Prediction
 
 
 class ClassScoreOut(BaseModel):

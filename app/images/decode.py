@@ -32,8 +32,9 @@ SUPPORTED_MEDIA_TYPES = (
     "image/tiff",
 )
 
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Pillow modes that need more than a plain convert("RGB"); app/images/decode_cost.py prices them.
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 # Transparent pixels are shown over white, as a browser shows them on a default page.
 _BACKGROUND = (255, 255, 255)
 
@@ -105,9 +106,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
         return _sixteen_bit_to_l(img).convert("RGB")
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in img.info):
         # convert("RGBA") of an RGBA image would only copy it.
         rgba = img if mode == "RGBA" else img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))

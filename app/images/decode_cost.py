@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 
-from app.imaging import OpenedImage
+from app.images.decode import ALPHA_MODES, SIXTEEN_BIT_MODES, OpenedImage
+from app.memory.budget import MIB
 
-MIB = 1 << 20
 # An RGB pixel as Pillow holds it (RGBX): the unit of SERVING_MAX_PIXELS_IN_FLIGHT.
 RGB_PIXEL_BYTES = 4
 # Without a memory limit: room for one 49 MP grayscale PNG, or two RGB ones at a time.
@@ -33,28 +33,26 @@ _MARGIN = 1.10
 _FIXED_BYTES = 4 * MIB
 
 _ONE_BYTE_MODES = frozenset({"1", "L", "P"})
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 def _stored(mode: str) -> int:
     """Bytes per pixel of a Pillow image in `mode` (multi-band and 32-bit modes take 4)."""
     if mode in _ONE_BYTE_MODES:
         return 1
-    return 2 if mode in _SIXTEEN_BIT_MODES else 4
+    return 2 if mode in SIXTEEN_BIT_MODES else 4
 
 
 def _conversion(mode: str, transparent: bool) -> int:
-    """Peak bytes per pixel while the decoded image becomes RGB (app.imaging.to_rgb), the
+    """Peak bytes per pixel while the decoded image becomes RGB (app.images.decode.to_rgb), the
     decoded image still alive."""
     s = _stored(mode)
     if mode == "RGB":
         return s
-    if mode in _SIXTEEN_BIT_MODES or mode == "F":  # array copy, scaled copy, uint8
+    if mode in SIXTEEN_BIT_MODES or mode == "F":  # array copy, scaled copy, uint8
         return max(3 * s + 1, s + 1 + RGB_PIXEL_BYTES)
     if mode == "I":  # array copy, shifted, clipped, uint8
         return 4 * s + 1
-    if mode in _ALPHA_MODES or transparent:  # RGBA copy (not for RGBA), white, composite
+    if mode in ALPHA_MODES or transparent:  # RGBA copy (not for RGBA), white, composite
         return (s if mode == "RGBA" else s + 4) + 8
     return s + RGB_PIXEL_BYTES
 

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from app.decode_budget import MIB, budget_bytes, decode_peak_bytes
 from app.errors import DeadlineExceededError, ImageTooLargeError, MemoryBusyError
-from app.imaging import OpenedImage, finish_decode, open_image
-from app.memory_budget import SizedBudget
-from app.memory_limit import return_free_memory
-from app.metrics import Metrics
-from app.preprocess import Preprocessor
+from app.images.decode import OpenedImage, finish_decode, open_image
+from app.images.decode_cost import budget_bytes, decode_peak_bytes
+from app.images.preprocess import Preprocessor
+from app.memory.budget import MIB, SizedBudget
+from app.memory.cgroup import return_free_memory
+from app.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

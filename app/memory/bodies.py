@@ -1,6 +1,6 @@
 """A memory budget for request bodies in flight.
 
-Admission counts images and the decode budget (app/decode_budget.py) covers decoded pixels;
+Admission counts images and the decode budget (app/images/decode_cost.py) covers decoded pixels;
 neither sees the bodies' own bytes. 64 concurrent uploads of a 9.8 MB JPEG, each under
 SERVING_MAX_UPLOAD_BYTES, raised a server's RSS by 960 MiB (bench/memory_burst.py, image
 `jpeg-noise-10mb`). So every request with a body reserves, before its body is read, what reading
@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 
 from app.errors import MemoryBusyError
-from app.memory_budget import MIB, SizedBudget
-from app.metrics import Metrics
+from app.memory.budget import MIB, SizedBudget
+from app.telemetry.metrics import Metrics
 
 # Without a memory limit: thirteen 10 MB images being read at once, far above normal traffic
 # (64 requests of 100 KB hold 6 MB).

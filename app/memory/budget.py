@@ -2,7 +2,7 @@
 
 Used twice, for two different kinds of memory that must never wait on each other (one request
 holding the first while it waits for the second would let a burst deadlock): the decode budget
-(app/decoding.py, decoded pixels) and the body budget (app/body_memory.py, request bodies).
+(app/images/decoder.py, decoded pixels) and the body budget (app/memory/bodies.py, request bodies).
 Waiters are served first come, first served, so a large reservation is not starved by a stream
 of small ones.
 """

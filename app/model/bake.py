@@ -1,5 +1,5 @@
 """Bakes a model's weights into torch's hub cache at image build time (the Dockerfile's
-weights stage runs `python -m app.weights_bake MODEL WEIGHTS [--from DIR]`).
+weights stage runs `python -m app.model.bake MODEL WEIGHTS [--from DIR]`).
 
 Three sources, chosen by the build:
 
@@ -11,7 +11,7 @@ Three sources, chosen by the build:
 - `random`: nothing is baked, and the image serves random weights (smoke runs and clusters
   with no way to obtain the real ones), which /ready and the model_info metric report.
 
-At run time the app's own resolution (`app.weights.resolve_weights`) finds the baked file.
+At run time the app's own resolution (`app.model.weights.resolve_weights`) finds the baked file.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from app.weights import (
+from app.model.weights import (
     RANDOM,
     STATE_DICT_SUFFIXES,
-    _file_name,
-    _named_weights,
-    _weights_enum,
+    file_name,
     hub_checkpoint_dir,
+    named_weights,
+    weights_enum,
 )
 
 # torch.hub's rule: the hex digits after the last '-' of the file name are a sha256 prefix.
@@ -66,8 +66,8 @@ def bake(model_name: str, spec: str, *, local_dir: Path | None = None) -> str:
     """Put the weights where the app looks; returns a one-line account of what was done."""
     if spec.lower() == RANDOM:
         return f"no weights baked for {model_name}: the image serves random weights"
-    weights = _named_weights(_weights_enum(model_name), spec)
-    name = _file_name(weights)
+    weights = named_weights(weights_enum(model_name), spec)
+    name = file_name(weights)
     destination = hub_checkpoint_dir() / name
     local = _local_file(local_dir, name) if local_dir is not None else None
     if local is None:
@@ -86,7 +86,7 @@ def bake(model_name: str, spec: str, *, local_dir: Path | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.weights_bake", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m app.model.bake", description=__doc__)
     parser.add_argument("model", help="torchvision architecture, e.g. resnet50")
     parser.add_argument("weights", help="weights name (DEFAULT, IMAGENET1K_V1, ...) or random")
     parser.add_argument(

@@ -16,13 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.config import Settings
-from app.cpu import lower_thread_priority
 from app.errors import NotReadyError
-from app.metrics import Metrics
-from app.preprocess import Preprocessor
-from app.runtime import ModelRuntime, RuntimePlan, plan_runtime
-from app.weights import WeightsSource, load_model, resolve_weights
+from app.images.preprocess import Preprocessor
+from app.model.cpu import lower_thread_priority
+from app.model.runtime import ModelRuntime, RuntimePlan, plan_runtime
+from app.model.weights import WeightsSource, load_model, resolve_weights
+from app.settings.config import Settings
+from app.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

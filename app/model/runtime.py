@@ -3,8 +3,8 @@
 It knows tensors, nothing of HTTP or batching policy. `infer` is called from exactly one thread
 (the batcher's model worker), so the engine's thread pool is never shared by two forward passes.
 
-It chooses the engine once, at load (`SERVING_BACKEND`): OpenVINO on a CPU (app/backends/
-openvino_backend.py), torch on a GPU or when asked for torch.compile (app/backends/
+It chooses the engine once, at load (`SERVING_BACKEND`): OpenVINO on a CPU (app/model/backends/
+openvino_backend.py), torch on a GPU or when asked for torch.compile (app/model/backends/
 torch_backend.py), and torch when OpenVINO cannot load under `auto` (logged as a warning).
 Precision is chosen with it: bf16 where the device has it natively, fp32 otherwise, or int8
 on request (OpenVINO only).
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from app.backends.base import InferenceBackend, RuntimeInfo
-from app.cpu import cpu_has_native_bf16, default_torch_threads
-from app.preprocess import Preprocessor
-from app.runtime_options import BackendChoice, DeviceChoice, Precision
-from app.weights import LoadedModel, WeightsSource
+from app.images.preprocess import Preprocessor
+from app.model.backends.base import InferenceBackend, RuntimeInfo
+from app.model.cpu import cpu_has_native_bf16, default_torch_threads
+from app.model.options import BackendChoice, DeviceChoice, Precision
+from app.model.weights import LoadedModel, WeightsSource
 
 __all__ = ["ModelRuntime", "RuntimeInfo", "RuntimePlan", "plan_runtime", "resolve_backend"]
 
@@ -154,7 +154,7 @@ class ModelRuntime:
                     exc,
                 )
         if engine is None:
-            from app.backends.torch_backend import TorchBackend
+            from app.model.backends.torch_backend import TorchBackend
 
             engine = TorchBackend(
                 loaded.model,
@@ -167,11 +167,11 @@ class ModelRuntime:
         self.info: RuntimeInfo = engine.info
 
     def _openvino(self, model: nn.Module, num_threads: int) -> InferenceBackend:
-        from app.backends.openvino_backend import OpenVINOBackend
+        from app.model.backends.openvino_backend import OpenVINOBackend
 
         quantize = None
         if self.precision is Precision.INT8:
-            from app.backends.int8 import quantizer
+            from app.model.backends.int8 import quantizer
 
             quantize = quantizer(self.source)
         return OpenVINOBackend(

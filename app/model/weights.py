@@ -78,7 +78,7 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _weights_enum(model_name: str) -> type[WeightsEnum]:
+def weights_enum(model_name: str) -> type[WeightsEnum]:
     try:
         enum: type[WeightsEnum] = models.get_model_weights(model_name)
     except ValueError as exc:
@@ -86,7 +86,7 @@ def _weights_enum(model_name: str) -> type[WeightsEnum]:
     return enum
 
 
-def _file_name(weights: WeightsEnum) -> str:
+def file_name(weights: WeightsEnum) -> str:
     return os.path.basename(str(weights.url))
 
 
@@ -94,7 +94,7 @@ def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or spec.endswith(STATE_DICT_SUFFIXES) or spec.startswith(".")
 
 
-def _named_weights(enum: type[WeightsEnum], spec: str) -> WeightsEnum:
+def named_weights(enum: type[WeightsEnum], spec: str) -> WeightsEnum:
     name = spec.split(".")[-1].upper()  # accepts IMAGENET1K_V1 and ResNet50_Weights.IMAGENET1K_V1
     if name == "DEFAULT":
         default: WeightsEnum = enum["DEFAULT"]
@@ -117,7 +117,7 @@ def resolve_weights(
     cache_dir: Path | None = None,
 ) -> WeightsSource:
     """Decide where the weights come from without loading them. Raises WeightsUnavailableError."""
-    enum = _weights_enum(model_name)
+    enum = weights_enum(model_name)
     default: WeightsEnum = enum["DEFAULT"]
     if spec.lower() == RANDOM:
         return WeightsSource(model_name, WeightsSourceKind.RANDOM, default, None)
@@ -132,11 +132,11 @@ def resolve_weights(
             )
         # A file saved by torchvision keeps its name (resnet50-11ad3fa6.pth): that tells us
         # which weights it is, hence the right preprocessing. Otherwise the default's metadata.
-        meta = next((w for w in enum if _file_name(w) == path.name), default)
+        meta = next((w for w in enum if file_name(w) == path.name), default)
         return WeightsSource(model_name, WeightsSourceKind.FILE, meta, path)
 
-    weights = _named_weights(enum, spec)
-    cached = (cache_dir or hub_checkpoint_dir()) / _file_name(weights)
+    weights = named_weights(enum, spec)
+    cached = (cache_dir or hub_checkpoint_dir()) / file_name(weights)
     if cached.is_file():
         return WeightsSource(model_name, WeightsSourceKind.CACHE, weights, cached)
     if allow_download:

@@ -12,10 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import InferenceError
-
-from .errors import ModelNotFoundError
-from .model import OipModel
-from .tensors import (
+from app.oip.errors import ModelNotFoundError
+from app.oip.model import OipModel
+from app.oip.tensors import (
     BYTES,
     CHANNELS,
     FP32,

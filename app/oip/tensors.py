@@ -22,8 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import InvalidRequestError, PayloadTooLargeError, TooManyFilesError
-
-from .model import OipModel, Scores
+from app.oip.model import OipModel, Scores
 
 BYTES = "BYTES"
 FP32 = "FP32"

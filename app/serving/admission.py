@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.errors import OverloadedError
-from app.metrics import Metrics
+from app.telemetry.metrics import Metrics
 
 
 class QueueView(Protocol):
-    """What admission reads of the batch queue (app.batcher.Batcher)."""
+    """What admission reads of the batch queue (app.serving.batcher.Batcher)."""
 
     @property
     def depth(self) -> int: ...
@@ -30,7 +30,8 @@ class QueueView(Protocol):
 
 
 class Readiness(Protocol):
-    """Raises NotReadyError (503, Retry-After) unless the model serves (app.host.ModelHost)."""
+    """Raises NotReadyError (503, Retry-After) unless the model serves
+    (app.model.host.ModelHost)."""
 
     def require_ready(self) -> object: ...
 

@@ -6,10 +6,10 @@ under load) and the batch is not full, it waits at most `max_delay_s` for more. 
 on an idle server goes straight to the model: batching adds no wait when there is no queue.
 While the model runs one batch, the next one queues up, so batch size follows load by itself.
 
-Admission (app/admission.py) decides who may join, from the queue's depth and the expected wait
-this module estimates (`expected_wait_s`). The queue itself enforces deadlines (an image whose
-deadline passed while queued is dropped before the model runs) and draining (`stop_accepting`,
-`close`).
+Admission (app/serving/admission.py) decides who may join, from the queue's depth and the
+expected wait this module estimates (`expected_wait_s`). The queue itself enforces deadlines
+(an image whose deadline passed while queued is dropped before the model runs) and draining
+(`stop_accepting`, `close`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from app.errors import DeadlineExceededError, InferenceError, NotReadyError
-from app.metrics import Metrics
+from app.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,9 @@ class Batcher:
         self, tensor: torch.Tensor, *, deadline: float | None = None
     ) -> tuple[torch.Tensor, BatchTiming]:
         """Queue one preprocessed image; returns its probability row and timings. Admission
-        (app/admission.py) has decided already that it may come; the queue only refuses once it
-        is closed (draining: NotReadyError), and raises DeadlineExceededError when the deadline
-        has passed already or passes while the image is queued (it is then never run)."""
+        (app/serving/admission.py) has decided already that it may come; the queue only refuses
+        once it is closed (draining: NotReadyError), and raises DeadlineExceededError when the
+        deadline has passed already or passes while the image is queued (it is then never run)."""
         if not self._accepting:
             raise NotReadyError(
                 "the server is draining and takes no new requests", headers={"Retry-After": "1"}

@@ -3,27 +3,30 @@
     fetch (URL only) -> decode + preprocess (bounded pool, memory budget) -> batch queue ->
     model thread -> probabilities -> top-k
 
-Every call carries the admission `Ticket` of its request (app/admission.py): the deadline
+Every call carries the admission `Ticket` of its request (app/serving/admission.py): the deadline
 comes from it, and each image leaves it as it enters the batch queue. The pipeline runs on the
 engine the model host loaded (`start`); it knows nothing of HTTP or of the protocol that asked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 
-from app.admission import Ticket
-from app.batcher import Batcher, BatchTiming
-from app.body_memory import SINGLE_IMAGE_HELD, BodyMemory
-from app.decoding import ImageDecoder, Preprocessed
-from app.errors import NotReadyError
-from app.host import Engine
-from app.metrics import Metrics
-from app.url_fetch import RoomFor, UrlFetcher
+from app.errors import NotReadyError, ServingError
+from app.images.decoder import ImageDecoder, Preprocessed
+from app.images.fetch import RoomFor, UrlFetcher
+from app.memory.bodies import SINGLE_IMAGE_HELD, BodyMemory
+from app.model.host import Engine
+from app.serving.admission import Ticket
+from app.serving.batcher import Batcher, BatchTiming
+from app.telemetry.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,18 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Scored:
-    """One image's full probability row, for protocols that return every class."""
+    """One image's full probability row (protocols return every class), how its batch ran, and
+    what its decode found (None for an image that came preprocessed, as a tensor)."""
 
     probabilities: torch.Tensor
     timing: BatchTiming
+    decoded: Preprocessed | None = None
+
+
+# One image of a request, as `score_many` takes it: a coroutine that reads its bytes (decoded
+# here) or hands over an already preprocessed tensor [3, S, S]. Reading inside the image's own
+# task keeps a multipart batch's per-file checks (type, size) per file.
+ImageSource = Callable[[], Awaitable[bytes | torch.Tensor]]
 
 
 class RequestPipeline:
@@ -115,7 +126,7 @@ class RequestPipeline:
     # --- stages -----------------------------------------------------------------------------
 
     async def fetch(self, url: str, room_for: RoomFor | None = None) -> tuple[bytes, float]:
-        """The image at `url` and the seconds its download took (app/url_fetch.py's policy)."""
+        """The image at `url` and the seconds its download took (app/images/fetch.py's policy)."""
         outcome = "ok"
         started = time.perf_counter()
         try:
@@ -162,13 +173,17 @@ class RequestPipeline:
 
     # --- whole requests ---------------------------------------------------------------------
 
-    async def classify_bytes(
-        self, data: bytes, ticket: Ticket, *, top_k: int, fetch_s: float | None = None
-    ) -> Prediction:
+    async def score_bytes(self, data: bytes, ticket: Ticket) -> Scored:
+        """One encoded image: decode, the batch queue, the model; counted in the metrics."""
         item = await self.decode(data, ticket)
         scored = await self.score(item.tensor, ticket)
         self.count(scored.probabilities)
-        t = scored.timing
+        return Scored(scored.probabilities, scored.timing, item)
+
+    def prediction(self, scored: Scored, top_k: int, fetch_s: float | None = None) -> Prediction:
+        """What /predict answers for one scored image."""
+        item, t = scored.decoded, scored.timing
+        assert item is not None, "a prediction is made from an image this pipeline decoded"
         return Prediction(
             predictions=self.top_k(scored.probabilities, top_k),
             timing=Timing(
@@ -181,6 +196,11 @@ class RequestPipeline:
             image_format=item.image_format,
             image_size=item.image_size,
         )
+
+    async def classify_bytes(
+        self, data: bytes, ticket: Ticket, *, top_k: int, fetch_s: float | None = None
+    ) -> Prediction:
+        return self.prediction(await self.score_bytes(data, ticket), top_k, fetch_s)
 
     async def classify_url(self, url: str, ticket: Ticket, *, top_k: int) -> Prediction:
         """A downloaded image holds memory as an uploaded one does: its bytes are reserved in
@@ -197,3 +217,69 @@ class RequestPipeline:
             return await self.classify_bytes(data, ticket, top_k=top_k, fetch_s=seconds)
         finally:
             self.body_memory.release(held)
+
+    @overload
+    async def score_many(
+        self, ticket: Ticket, images: Sequence[ImageSource], *, fail_fast: Literal[True]
+    ) -> list[Scored]: ...
+
+    @overload
+    async def score_many(
+        self, ticket: Ticket, images: Sequence[ImageSource], *, fail_fast: Literal[False]
+    ) -> list[Scored | ServingError]: ...
+
+    async def score_many(
+        self, ticket: Ticket, images: Sequence[ImageSource], *, fail_fast: bool
+    ) -> list[Scored] | list[Scored | ServingError]:
+        """Several images of one request, on its one ticket (admitted for all of them by the
+        caller, who gives it back), all at once, in request order.
+
+        `fail_fast=True` (the protocol: one answer for the whole call): the first image that
+        fails fails the call and the others are cancelled (one still in the queue never
+        reaches the model); its ServingError is raised, else the first exception as it is.
+        `fail_fast=False` (/predict/batch): each image gets its own answer or its own
+        ServingError, and the others go on; any other exception is a server fault and raised.
+        """
+
+        async def one(source: ImageSource) -> Scored:
+            image = await source()
+            if isinstance(image, bytes):
+                return await self.score_bytes(image, ticket)
+            scored = await self.score(image, ticket)
+            self.count(scored.probabilities)
+            return scored
+
+        if not fail_fast:
+
+            async def own_answer(source: ImageSource) -> Scored | ServingError:
+                try:
+                    return await one(source)
+                except ServingError as exc:
+                    return exc
+
+            return list(await asyncio.gather(*(own_answer(source) for source in images)))
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(source)) for source in images]
+        except BaseExceptionGroup as failed:
+            raise _first_serving_error(failed) from None
+        return [task.result() for task in tasks]
+
+
+def _first_serving_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report: the first ServingError (what the client did wrong, or overload),
+    else the first exception as it is (a server fault)."""
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            flat.append(exc)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, ServingError):
+            return exc
+    return flat[0]

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import logging
 
-from app.admission import Admission
-from app.body_memory import BodyMemory
-from app.config import Settings
-from app.decoding import ImageDecoder
-from app.host import ModelHost
-from app.memory_limit import cgroup_memory_limit, resident_bytes
-from app.metrics import Metrics
-from app.pipeline import RequestPipeline
-from app.url_fetch import AddressPolicy, UrlFetcher
+from app.images.decoder import ImageDecoder
+from app.images.fetch import AddressPolicy, UrlFetcher
+from app.memory.bodies import BodyMemory
+from app.memory.cgroup import cgroup_memory_limit, resident_bytes
+from app.model.host import ModelHost
+from app.serving.admission import Admission
+from app.serving.pipeline import RequestPipeline
+from app.settings.config import Settings
+from app.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

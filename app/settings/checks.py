@@ -1,18 +1,15 @@
 """The rules Settings enforces beyond each field's type and range: list parsing, CIDRs, API
 key shape, and the combinations of settings that cannot run together. Messages name the
-variable and the rule, never a secret's value (app/settings_errors.py)."""
+variable and the rule, never a secret's value (app/settings/errors.py)."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from pydantic import SecretStr
 
-from app.runtime_options import BackendChoice, DeviceChoice, Precision
-
-if TYPE_CHECKING:
-    from app.config import Settings
+from app.model.options import BackendChoice, DeviceChoice, Precision
 
 
 def split_commas(value: object) -> object:
@@ -49,26 +46,33 @@ def api_keys(value: list[SecretStr]) -> list[SecretStr]:
     return value
 
 
-def ports_and_timeouts(s: Settings) -> None:
-    ports = {"SERVING_PORT": s.port, "SERVING_METRICS_PORT": s.metrics_port,
-             "SERVING_GRPC_PORT": s.grpc_port}  # fmt: skip
+# The combination rules take the values they compare, not Settings: this module is imported by
+# app/settings/config.py and must not import it back.
+
+
+def ports_and_timeouts(
+    ports: Mapping[str, int], request_timeout_s: float, max_request_timeout_s: float
+) -> None:
+    """`ports` maps each variable to its port; 0 means "off" and may repeat."""
     taken: dict[int, str] = {}
     for name, port in ports.items():
         if port and port in taken:
             raise ValueError(f"{name} must differ from {taken[port]} (or be 0)")
         taken.setdefault(port, name)
-    if s.request_timeout_s > s.max_request_timeout_s:
+    if request_timeout_s > max_request_timeout_s:
         raise ValueError("SERVING_REQUEST_TIMEOUT_S must not exceed SERVING_MAX_REQUEST_TIMEOUT_S")
 
 
-def engine_choices(s: Settings) -> None:
-    openvino = s.backend is BackendChoice.OPENVINO
-    if openvino and s.device is DeviceChoice.CUDA:
+def engine_choices(
+    backend: BackendChoice, device: DeviceChoice, precision: Precision, compile_model: bool
+) -> None:
+    openvino = backend is BackendChoice.OPENVINO
+    if openvino and device is DeviceChoice.CUDA:
         raise ValueError("SERVING_BACKEND=openvino runs on the CPU: not with SERVING_DEVICE=cuda")
-    if openvino and s.compile:
+    if openvino and compile_model:
         raise ValueError("SERVING_COMPILE=true is torch.compile: not with SERVING_BACKEND=openvino")
-    if s.precision is Precision.INT8 and (
-        s.backend is BackendChoice.TORCH or s.device is DeviceChoice.CUDA or s.compile
+    if precision is Precision.INT8 and (
+        backend is BackendChoice.TORCH or device is DeviceChoice.CUDA or compile_model
     ):
         raise ValueError(
             "SERVING_PRECISION=int8 needs the OpenVINO backend on the CPU (SERVING_BACKEND="

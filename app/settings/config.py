@@ -13,9 +13,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app import settings_checks as checks
-from app.runtime_options import BackendChoice, DeviceChoice, Precision
-from app.settings_errors import describe_validation_error as describe_settings_error
+from app.model.options import BackendChoice, DeviceChoice, Precision
+from app.settings import checks
+from app.settings.errors import describe_validation_error as describe_settings_error
 
 ENV_PREFIX = "SERVING_"
 
@@ -272,8 +272,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
-        checks.ports_and_timeouts(self)
-        checks.engine_choices(self)
+        ports = {"SERVING_PORT": self.port, "SERVING_METRICS_PORT": self.metrics_port,
+                 "SERVING_GRPC_PORT": self.grpc_port}  # fmt: skip
+        checks.ports_and_timeouts(ports, self.request_timeout_s, self.max_request_timeout_s)
+        checks.engine_choices(self.backend, self.device, self.precision, self.compile)
         return self
 
     @field_validator("log_level", mode="before")

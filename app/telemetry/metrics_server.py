@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from prometheus_client import start_http_server
 
-from app.metrics import Metrics
+from app.telemetry.metrics import Metrics
 
 
 @contextlib.contextmanager

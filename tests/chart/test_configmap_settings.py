@@ -1,4 +1,5 @@
-"""The chart's ConfigMap carries every SERVING_* setting of app.config.Settings, and no other.
+"""The chart's ConfigMap carries every SERVING_* setting of app.settings.config.Settings, and
+no other.
 
 When someone adds a setting to the app, these tests fail until the chart's values.yaml
 `config` map has it (one line).
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.config import ENV_PREFIX, Settings, env_default
+from app.settings.config import ENV_PREFIX, Settings, env_default
 from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, Render, only
 
 # Settings that come from a Secret, never from the ConfigMap (values `apiKeys`).

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from monitoring.monitoringkit import CLUSTER_SERIES, PROMETHEUS_SERIES, RECORDING_RULE_PREFIX
 
-from app.metrics import Metrics
+from app.telemetry.metrics import Metrics
 from chart.chartkit import ROOT, VALUES_DEV, VALUES_PROD, Render
 
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))

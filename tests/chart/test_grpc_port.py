@@ -3,8 +3,8 @@ from the ConfigMap, is a container port, a Service port and a NetworkPolicy port
 values file, and nowhere when SERVING_GRPC_PORT is 0; the probes stay on HTTP.
 
 helm-unittest (charts/resnet-serving/tests/) covers the templates value by value; these render
-the real values files and read the port through app.config.Settings, so the chart and the app
-cannot disagree on it."""
+the real values files and read the port through app.settings.config.Settings, so the chart
+and the app cannot disagree on it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.config import ENV_PREFIX, Settings
+from app.settings.config import ENV_PREFIX, Settings
 from chart.chartkit import VALUES_DEV, VALUES_PROD, Manifest, Render, only
 
 VALUES = pytest.mark.parametrize(

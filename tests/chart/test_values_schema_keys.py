@@ -25,7 +25,7 @@ FREE_FORM: dict[str, str] = {
     "config": (
         "the app's SERVING_* settings: the schema constrains their names (propertyNames) and value "
         "types (additionalProperties); test_configmap_settings.py matches them 1:1 against "
-        "app.config.Settings, one list of names instead of a second copy here"
+        "app.settings.config.Settings, one list of names instead of a second copy here"
     ),
     "podSecurityContext": (
         "a Kubernetes PodSecurityContext written verbatim into the pod; kubeconform checks the "

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.config import Settings
+from app.settings.config import Settings
 from container.dockerkit import ROOT, Dockerfile
 from helpers.tools import tool
 

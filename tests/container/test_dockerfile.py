@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.config import ENV_PREFIX, Settings
+from app.settings.config import ENV_PREFIX, Settings
 from container.dockerkit import DOCKERFILE, ROOT, Dockerfile, parse_dockerfile
 from helpers.tools import tool
 
@@ -73,7 +73,8 @@ def test_builder_installs_the_hash_locked_runtime_deps(dockerfile: Dockerfile) -
     builder = dockerfile.stage("builder")
     assert [a.args for a in builder.all("ARG")] == [f"TORCH_INDEX_URL={CPU_INDEX}"]
     assert [c.args for c in builder.all("COPY")] == [
-        "requirements/runtime-cpu.txt requirements/runtime-pypi.txt ./requirements/"
+        "requirements/pip.txt requirements/runtime-cpu.txt requirements/runtime-pypi.txt "
+        "./requirements/"
     ]
     installs = [r.args for r in builder.all("RUN") if "pip install" in r.args]
     assert len(installs) == 1
@@ -102,11 +103,11 @@ def test_weights_are_baked_where_the_app_looks(
     assert weights.env()["TORCH_HOME"] == "/opt/torch"
     assert runtime.env()["TORCH_HOME"] == "/opt/torch"
     bake = " ".join(r.args for r in weights.all("RUN"))
-    # app/weights_bake.py does it (tests/test_weights_bake.py), read from the build context:
+    # app/model/bake.py does it (tests/test_weights_bake.py), read from the build context:
     # a download, the same file from weights/ in the context, or nothing for `random`.
     assert "--mount=type=bind,target=/context" in bake
     assert (
-        'python -m app.weights_bake "${MODEL_NAME}" "${MODEL_WEIGHTS}" --from /context/weights'
+        'python -m app.model.bake "${MODEL_NAME}" "${MODEL_WEIGHTS}" --from /context/weights'
         in bake
     )
     for stage in (weights, runtime):
@@ -127,7 +128,7 @@ def test_weights_are_baked_where_the_app_looks(
     # And that file is the one torchvision downloads into $TORCH_HOME: same name, same folder.
     from torchvision import models
 
-    from app.weights import hub_checkpoint_dir, resolve_weights
+    from app.model.weights import hub_checkpoint_dir, resolve_weights
 
     monkeypatch.setenv("TORCH_HOME", "/opt/torch")
     assert hub_checkpoint_dir() == Path("/opt/torch/hub/checkpoints")
@@ -252,7 +253,7 @@ def test_dockerignore_sends_only_what_the_dockerfile_copies(dockerfile: Dockerfi
         "requirements/runtime-cpu.txt",
         "requirements/runtime-pypi.txt",
         "app/main.py",
-        "app/config.py",
+        "app/settings/config.py",
     ):
         assert not dockerignored(patterns, path), f"{path} must reach the build"
     for path in (

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from app.preprocess import Preprocessor
-from app.runtime import ModelRuntime
-from app.weights import load_model, resolve_weights
+from app.images.preprocess import Preprocessor
+from app.model.runtime import ModelRuntime
+from app.model.weights import load_model, resolve_weights
 from helpers.images import PHOTOS, photo
 
 

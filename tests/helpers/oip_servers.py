@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
-from app.oip.grpc_calls import CallObserver
-from app.oip.grpc_server import OipGrpcServer, start_grpc_server
+from app.oip.grpc.interceptors import CallObserver
+from app.oip.grpc.server import OipGrpcServer, start_grpc_server
 from app.oip.handler import ServerInfo
 from app.oip.model import OipModel
 from app.oip.tensors import Limits

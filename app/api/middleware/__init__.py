@@ -14,13 +14,11 @@ from fastapi import FastAPI
 from .access_log import UNMATCHED_ROUTE, AccessLogMiddleware, route_of
 from .body_limit import BodyLimitMiddleware
 from .internal_error import InternalErrorMiddleware
-from .request_id import RequestIdMiddleware, accept_request_id, new_request_id
+from .request_id import RequestIdMiddleware
 
 __all__ = [
     "UNMATCHED_ROUTE",
-    "accept_request_id",
     "install_middleware",
-    "new_request_id",
     "route_of",
 ]
 

@@ -8,7 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.context import context_of
+from app.calls.context import context_of
 
 log = logging.getLogger("app.access")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.context import context_of
+from app.calls.context import context_of
 from app.errors import PayloadTooLargeError
 
 

@@ -12,8 +12,8 @@ import logging
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.context import context_of
 from app.api.errors import send_error
+from app.calls.context import context_of
 from app.errors import CLIENT_CLOSED, CLIENT_CLOSED_CODE
 
 log = logging.getLogger("app.access")

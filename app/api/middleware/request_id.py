@@ -3,25 +3,10 @@ request's context for everything inside, and echoed on the response."""
 
 from __future__ import annotations
 
-import re
-import uuid
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.context import RequestContext, bind
-
-# Letters, digits and a few separators, at most 128: an id is logged and echoed, so anything
-# else (a key pasted by mistake, control characters, a huge value) is replaced, not repeated.
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def accept_request_id(incoming: str | None) -> str:
-    """The caller's id when it is sane, else a new one (HTTP header or gRPC metadata)."""
-    return incoming if incoming and _REQUEST_ID_OK.match(incoming) else new_request_id()
+from app.calls.context import RequestContext, bind
+from app.calls.ids import accept_request_id
 
 
 def header(scope: Scope, name: bytes) -> str | None:

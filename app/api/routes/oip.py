@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Request
 from app import __version__
 from app.api.auth import require_api_key
 from app.api.deps import protocol_body, request_deadline
-from app.config import Settings
 from app.oip.handler import ServerInfo
-from app.oip.rest import oip_router
+from app.oip.rest.routes import oip_router
 from app.oip.served_model import ServedModel
 from app.oip.tensors import Limits
+from app.settings.config import Settings
 
 SERVER_NAME = "resnet-serving"
 

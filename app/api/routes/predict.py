@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 
 from fastapi import APIRouter, Depends
-from starlette.datastructures import UploadFile
 
 from app.api.auth import require_api_key
 from app.api.deps import (
     Admitted,
-    Call,
     HostDep,
     ImageInput,
     PipelineDep,
     SettingsDep,
     Uploads,
     batch_body,
-    read_upload,
     single_image_body,
 )
+from app.api.inputs import read_upload
 from app.api.openapi import BATCH_BODY, PREDICT_BODY
 from app.api.schemas import BatchItemOut, BatchResponse, PredictResponse, error_responses
 from app.errors import ServingError
-from app.pipeline import RequestPipeline
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["predict"])
 
@@ -58,18 +55,6 @@ async def predict(
     )
 
 
-async def _one(
-    pipeline: RequestPipeline, call: Call, index: int, upload: UploadFile, limit: int
-) -> BatchItemOut:
-    """One file of a batch: its own answer or its own error; the others go on."""
-    try:
-        data = await read_upload(upload, limit)
-        prediction = await pipeline.classify_bytes(data, call.ticket, top_k=call.top_k)
-    except ServingError as exc:
-        return BatchItemOut.failed(index, upload.filename, exc)
-    return BatchItemOut.of(index, upload.filename, prediction, call.started)
-
-
 @router.post(
     "/predict/batch",
     response_model=BatchResponse,
@@ -87,11 +72,19 @@ async def predict_batch(
     call: Admitted, uploads: Uploads, pipeline: PipelineDep, host: HostDep, settings: SettingsDep
 ) -> BatchResponse:
     limit = settings.max_upload_bytes
-    results = await asyncio.gather(
-        *(_one(pipeline, call, i, upload, limit) for i, upload in enumerate(uploads))
-    )
+    # Each file is read and checked in its own task: a wrong type or size fails that file only.
+    images = [partial(read_upload, upload, limit) for upload in uploads]
+    scored = await pipeline.score_many(call.ticket, images, fail_fast=False)
+    results = [
+        BatchItemOut.failed(i, upload.filename, outcome)
+        if isinstance(outcome, ServingError)
+        else BatchItemOut.of(
+            i, upload.filename, pipeline.prediction(outcome, call.top_k), call.started
+        )
+        for i, (upload, outcome) in enumerate(zip(uploads, scored, strict=True))
+    ]
     return BatchResponse.of(
-        list(results),
+        results,
         request_id=call.request_id,
         model=settings.model_name,
         weights=host.weights_id,

@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import HostDep, MetricsDep, SettingsDep
 from app.api.schemas import HealthResponse, ReadyResponse
-from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from app.telemetry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 router = APIRouter(tags=["probes"])
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from app.preprocess import Preprocessor
-from app.weights import WeightsSource
+from app.images.preprocess import Preprocessor
+from app.model.weights import WeightsSource
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def calibration_inputs(source: WeightsSource) -> list[np.ndarray[Any, np.dtype[n
 def quantizer(source: WeightsSource) -> Any:
     """A transform ov.Model -> int8 ov.Model, for OpenVINOBackend's `quantize`. Fails at once
     (before any conversion) when NNCF or the calibration photographs are missing."""
-    from app.backends.openvino_backend import block_telemetry
+    from app.model.backends.openvino_backend import block_telemetry
 
     block_telemetry()
     try:

@@ -8,7 +8,7 @@ batcher runs one batch at a time, so a second stream would only halve the thread
 (measured in bench/ceiling.py and docs/PERFORMANCE.md, "Threads").
 
 Precision is a compile hint: bf16 on CPUs with AMX or AVX512-BF16, f32 otherwise, or an int8
-model quantized with NNCF (`app.backends.int8`). What the plugin really runs is read back from
+model quantized with NNCF (`app.model.backends.int8`). What the plugin really runs is read back from
 the compiled model and reported, never assumed.
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.backends.base import RuntimeInfo
-from app.runtime_options import Precision
+from app.model.backends.base import RuntimeInfo
+from app.model.options import Precision
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*is deprecated")
     from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
-from app.backends.base import RuntimeInfo
-from app.runtime_options import Precision
+from app.model.backends.base import RuntimeInfo
+from app.model.options import Precision
 
 log = logging.getLogger(__name__)
 

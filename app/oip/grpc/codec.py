@@ -15,11 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import InvalidRequestError
-
-from . import grpc_predict_v2_pb2 as pb
-from .handler import InferenceRequest, InferenceResult, ModelMetadata, ServerInfo
-from .model import OipModel
-from .tensors import (
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
+from app.oip.handler import InferenceRequest, InferenceResult, ModelMetadata, ServerInfo
+from app.oip.model import OipModel
+from app.oip.tensors import (
     IMAGE_INPUT,
     InputSpec,
     Limits,

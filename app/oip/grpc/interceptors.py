@@ -1,29 +1,42 @@
-"""What every gRPC call of the protocol goes through besides its own work: the API key, the
-deadline, the request id, the metrics and the access log line.
+"""What every gRPC call of the protocol goes through besides its own work, as grpc.aio server
+interceptors (the way KServe's model server layers its gRPC calls), outermost first:
+
+    CallOutcome (request id, error mapping, metrics, access log) -> Drain -> ApiKey -> the handler
 
 Metrics reuse the HTTP families (`request_count_total`, `request_duration_seconds`,
 `requests_in_flight`, `request_errors_total`) with method `GRPC`, the full method name as the
 route (`/inference.GRPCInferenceService/ModelInfer`) and the HTTP status the error maps to
 (200 for OK), so dashboards and alerts on 5xx rates count both transports.
+
+Open methods (the health calls: ServerLive, ServerReady, ModelReady) need no API key, as the
+HTTP probes need none, and are answered while draining (they say "not ready"); the others need
+a key when keys are configured and are refused with UNAVAILABLE once draining has begun.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from app.api.auth import key_matches
-from app.api.middleware.request_id import accept_request_id
-from app.errors import DeadlineExceededError, UnauthorizedError
-from app.metrics import Metrics
+import grpc
+
+from app.calls.api_keys import check_api_key
+from app.calls.ids import accept_request_id
+from app.errors import CLIENT_CLOSED, CLIENT_CLOSED_CODE, NotReadyError, ServingError
+from app.oip.errors import describe
+from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("app.access")
+fault_log = logging.getLogger(__name__)
 
 METHOD_LABEL = "GRPC"
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class CallObserver(Protocol):
@@ -64,40 +77,154 @@ def metadata_value(metadata: Sequence[Any] | None, key: str) -> str | None:
     return found
 
 
-def authenticate(metadata: Sequence[Any] | None, keys: Sequence[bytes]) -> None:
-    """`authorization: Bearer <key>` or `x-api-key: <key>`, compared in constant time against
-    every key (app.api.auth); no keys configured: every call passes."""
-    if not keys:
-        return
-    bearer = metadata_value(metadata, "authorization")
-    match = _BEARER.match(bearer) if bearer is not None else None
-    candidate = match.group(1) if match else metadata_value(metadata, "x-api-key")
-    if not candidate:
-        raise UnauthorizedError(
-            "an API key is required: send metadata `authorization: Bearer <key>` or "
-            "`x-api-key: <key>`"
+class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps each unary-unary behavior in `around`; other handlers pass untouched."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner: Behavior = handler.unary_unary
+        method: str = details.method
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.around(method, request, context, inner)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )
-    if not key_matches(candidate, list(keys)):
-        raise UnauthorizedError("the API key is not valid")
+
+    async def around(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        raise NotImplementedError
 
 
-def call_deadline(
-    time_remaining: float | None, default_timeout_s: float, max_timeout_s: float
-) -> float:
-    """The absolute deadline (time.monotonic) of a call: the client's gRPC deadline, at most
-    the server's maximum; without one, the server's default."""
-    timeout = default_timeout_s if time_remaining is None else min(time_remaining, max_timeout_s)
-    if timeout <= 0:
-        raise DeadlineExceededError("the call's deadline passed before it was served")
-    return time.monotonic() + timeout
+class CallOutcome(_UnaryInterceptor):
+    """The request id (the caller's `x-request-id` by HTTP's rule, else a new one, sent back in
+    the trailing metadata), every error turned into its gRPC status with the same code and
+    message as HTTP's, the metrics and one access-log line per call (successful health calls
+    at debug level, as the HTTP probes')."""
+
+    def __init__(self, observer: CallObserver | None, open_methods: Collection[str]) -> None:
+        self.observer = observer
+        self.open_methods = frozenset(open_methods)
+
+    async def around(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        started = time.perf_counter()
+        rid = accept_request_id(metadata_value(context.invocation_metadata(), "x-request-id"))
+        status, error_code, grpc_status = 200, None, grpc.StatusCode.OK
+        if self.observer is not None:
+            self.observer.started(method)
+        try:
+            try:
+                response = await inner(request, context)
+                context.set_trailing_metadata((("x-request-id", rid),))
+                return response
+            except Exception as exc:
+                if not isinstance(exc, ServingError):
+                    fault_log.exception("gRPC %s failed", method, extra={"request_id": rid})
+                error = describe(exc)
+                status, error_code, grpc_status = error.http_status, error.code, error.grpc_status
+                trailing = (*error.grpc_trailing_metadata(), ("x-request-id", rid))
+                await context.abort(grpc_status, error.message, trailing_metadata=trailing)
+                raise  # abort raises; this line only tells the type checker
+        except asyncio.CancelledError:
+            # The client went away, or its deadline passed, while the call was running.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            status = 504 if expired else CLIENT_CLOSED
+            error_code = "deadline_exceeded" if expired else CLIENT_CLOSED_CODE
+            grpc_status = (
+                grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            )
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            if self.observer is not None:
+                self.observer.finished(method, status, seconds, error_code)
+            _log_call(
+                request_id=rid,
+                route=method,
+                status=status,
+                seconds=seconds,
+                error_code=error_code,
+                grpc_status=grpc_status.name,
+                quiet=method in self.open_methods,
+                client=context.peer(),
+            )
 
 
-def request_id(metadata: Sequence[Any] | None) -> str:
-    """The caller's `x-request-id` by the same rule as HTTP's header, else a new one."""
-    return accept_request_id(metadata_value(metadata, "x-request-id"))
+class Drain(_UnaryInterceptor):
+    """Counts the calls in flight; once `start` is called, refuses new calls of every method
+    but the open ones with UNAVAILABLE (clients retry those elsewhere; gRPC's own graceful stop
+    would answer CANCELLED, which they do not retry), and `wait_idle` waits for the rest."""
+
+    def __init__(self, open_methods: Collection[str]) -> None:
+        self.open_methods = frozenset(open_methods)
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def around(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        if self.draining and method not in self.open_methods:
+            raise NotReadyError("the server is shutting down; retry on another replica")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await inner(request, context)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def start(self, grace: float | None) -> None:
+        """Refuse new calls from now on; wait up to `grace` seconds for those in flight."""
+        self.draining = True
+        if grace is None or grace <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            fault_log.warning("gRPC calls still in flight after the %.1fs grace period", grace)
 
 
-def log_call(
+class ApiKey(_UnaryInterceptor):
+    """`authorization: Bearer <key>` or `x-api-key: <key>` metadata, by the rule every transport
+    shares (app/calls/api_keys.py); no keys configured: every call passes."""
+
+    def __init__(self, keys: Sequence[bytes], open_methods: Collection[str]) -> None:
+        self.keys = list(keys)
+        self.open_methods = frozenset(open_methods)
+
+    async def around(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        if self.keys and method not in self.open_methods:
+            metadata = context.invocation_metadata()
+            bearer = metadata_value(metadata, "authorization")
+            match = _BEARER.match(bearer) if bearer is not None else None
+            candidate = match.group(1) if match else metadata_value(metadata, "x-api-key")
+            check_api_key(
+                candidate,
+                self.keys,
+                how_to_send="metadata `authorization: Bearer <key>` or `x-api-key: <key>`",
+            )
+        return await inner(request, context)
+
+
+def _log_call(
     *,
     request_id: str,
     route: str,
@@ -108,8 +235,6 @@ def log_call(
     quiet: bool,
     client: str | None,
 ) -> None:
-    """One access-log line per call, as the HTTP middleware writes one per request; health
-    calls that succeed (probes) at debug level."""
     level = logging.DEBUG if quiet and status < 400 else logging.INFO
     if log.isEnabledFor(level):
         log.log(

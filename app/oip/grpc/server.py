@@ -2,20 +2,18 @@
 
 Handlers take and return bytes and parse the messages themselves, so a request that is not a
 valid message is INVALID_ARGUMENT like any other bad input (gRPC's own deserializer would
-answer INTERNAL). Health calls (ServerLive, ServerReady, ModelReady) need no API key, as the
-HTTP probes need none; metadata and inference do when keys are configured.
+answer INTERNAL). What every call goes through besides its own work (the request id, errors,
+metrics, the access log, draining, API keys) are the server's interceptors
+(app/oip/grpc/interceptors.py); the handlers here take the deadline, price the message in the
+body memory budget before parsing it, and do the call's work.
 
 `stop(grace)` drains: new calls fail at once with UNAVAILABLE (the health calls say not ready),
-the calls in flight have `grace` seconds to finish, then the port closes. (gRPC's own graceful
-stop would answer calls that arrive meanwhile with CANCELLED, which clients do not retry.)
+the calls in flight have `grace` seconds to finish, then the port closes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,32 +21,22 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from app.body_memory import GRPC_HELD, BodyMemory
-from app.errors import (
-    CLIENT_CLOSED,
-    CLIENT_CLOSED_CODE,
-    InvalidRequestError,
-    NotReadyError,
-    ServingError,
-)
-
-from . import grpc_codec, handler
-from . import grpc_predict_v2_pb2 as pb
-from .errors import describe
-from .grpc_calls import (
-    CallObserver,
-    authenticate,
-    call_deadline,
-    log_call,
-    request_id,
-)
-from .handler import ServerInfo
-from .model import OipModel
-from .tensors import CHANNELS, Limits
-
-log = logging.getLogger(__name__)
+from app.calls.deadlines import deadline_after
+from app.errors import InvalidRequestError
+from app.memory.bodies import GRPC_HELD, BodyMemory
+from app.oip import handler
+from app.oip.grpc import codec as grpc_codec
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
+from app.oip.grpc.interceptors import ApiKey, CallObserver, CallOutcome, Drain
+from app.oip.handler import ServerInfo
+from app.oip.model import OipModel
+from app.oip.tensors import CHANNELS, Limits
 
 SERVICE = "inference.GRPCInferenceService"
+# The health calls: no API key (as the HTTP probes need none), answered while draining.
+OPEN_METHODS = frozenset(
+    f"/{SERVICE}/{name}" for name in ("ServerLive", "ServerReady", "ModelReady")
+)
 # Room for the message framing and the JSON-free fields around the tensors.
 _MESSAGE_OVERHEAD = 1024 * 1024
 
@@ -63,11 +51,10 @@ def max_message_bytes(limits: Limits, input_size: int) -> int:
 
 @dataclass(frozen=True)
 class _Call:
-    """One RPC: its request message type, whether it needs an API key, and its work."""
+    """One RPC: its request message type and its work."""
 
     name: str
     request_type: Any
-    needs_key: bool
     work: Callable[[Any, OipModel, float], Awaitable[Any]]
     carries_images: bool = False  # its message is priced in the body memory budget
 
@@ -77,45 +64,29 @@ class _Service:
         self,
         model_provider: Callable[[], OipModel],
         *,
-        api_keys: Sequence[bytes],
+        drain: Drain,
         limits: Limits,
         server_info: ServerInfo,
         default_timeout_s: float,
         max_timeout_s: float,
-        observer: CallObserver | None,
         body_memory: BodyMemory | None,
     ) -> None:
         self.model_provider = model_provider
+        self.drain = drain
         self.body_memory = body_memory
-        self.api_keys = list(api_keys)
         self.limits = limits
         self.server_info = server_info
         self.default_timeout_s = default_timeout_s
         self.max_timeout_s = max_timeout_s
-        self.observer = observer
-        self.draining = False
-        self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def drain(self, grace: float | None) -> None:
-        """Refuse new calls from now on; wait up to `grace` seconds for those in flight."""
-        self.draining = True
-        if grace is None or grace <= 0:
-            return
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
-            log.warning("gRPC calls still in flight after the %.1fs grace period", grace)
 
     def handler(self) -> grpc.GenericRpcHandler:
         calls = (
-            _Call("ServerLive", pb.ServerLiveRequest, False, self._server_live),
-            _Call("ServerReady", pb.ServerReadyRequest, False, self._server_ready),
-            _Call("ModelReady", pb.ModelReadyRequest, False, self._model_ready),
-            _Call("ServerMetadata", pb.ServerMetadataRequest, True, self._server_metadata),
-            _Call("ModelMetadata", pb.ModelMetadataRequest, True, self._model_metadata),
-            _Call("ModelInfer", pb.ModelInferRequest, True, self._model_infer, True),
+            _Call("ServerLive", pb.ServerLiveRequest, self._server_live),
+            _Call("ServerReady", pb.ServerReadyRequest, self._server_ready),
+            _Call("ModelReady", pb.ModelReadyRequest, self._model_ready),
+            _Call("ServerMetadata", pb.ServerMetadataRequest, self._server_metadata),
+            _Call("ModelMetadata", pb.ModelMetadataRequest, self._model_metadata),
+            _Call("ModelInfer", pb.ModelInferRequest, self._model_infer, True),
         )
         return grpc.method_handlers_generic_handler(
             SERVICE,
@@ -126,73 +97,18 @@ class _Service:
         )
 
     def _behavior(self, call: _Call) -> Callable[[bytes, Any], Awaitable[bytes]]:
-        route = f"/{SERVICE}/{call.name}"
-        quiet = not call.needs_key
-
         async def behavior(data: bytes, context: Any) -> bytes:
-            started = time.perf_counter()
-            metadata = context.invocation_metadata()
-            rid = request_id(metadata)
-            status, error_code, grpc_status = 200, None, grpc.StatusCode.OK
-            if self.observer is not None:
-                self.observer.started(route)
-            self.in_flight += 1
-            self._idle.clear()
-            try:
-                try:
-                    response = await self._serve(call, data, context, metadata)
-                    context.set_trailing_metadata((("x-request-id", rid),))
-                    return bytes(response.SerializeToString())
-                except Exception as exc:
-                    if not isinstance(exc, ServingError):
-                        log.exception("gRPC %s failed", call.name, extra={"request_id": rid})
-                    error = describe(exc)
-                    status, error_code, grpc_status = (
-                        error.http_status,
-                        error.code,
-                        error.grpc_status,
-                    )
-                    trailing = (*error.grpc_trailing_metadata(), ("x-request-id", rid))
-                    await context.abort(grpc_status, error.message, trailing_metadata=trailing)
-                    raise  # abort raises; this line only tells the type checker
-            except asyncio.CancelledError:
-                # The client went away, or its deadline passed, while the call was running.
-                remaining = context.time_remaining()
-                expired = remaining is not None and remaining <= 0
-                status = 504 if expired else CLIENT_CLOSED
-                error_code = "deadline_exceeded" if expired else CLIENT_CLOSED_CODE
-                grpc_status = (
-                    grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-                )
-                raise
-            finally:
-                self.in_flight -= 1
-                if self.in_flight == 0:
-                    self._idle.set()
-                seconds = time.perf_counter() - started
-                if self.observer is not None:
-                    self.observer.finished(route, status, seconds, error_code)
-                log_call(
-                    request_id=rid,
-                    route=route,
-                    status=status,
-                    seconds=seconds,
-                    error_code=error_code,
-                    grpc_status=grpc_status.name,
-                    quiet=quiet,
-                    client=context.peer(),
-                )
+            deadline = deadline_after(
+                context.time_remaining(),
+                default_s=self.default_timeout_s,
+                max_s=self.max_timeout_s,
+            )
+            response = await self._serve(call, data, deadline)
+            return bytes(response.SerializeToString())
 
         return behavior
 
-    async def _serve(self, call: _Call, data: bytes, context: Any, metadata: Any) -> Any:
-        if self.draining and call.needs_key:
-            raise NotReadyError("the server is shutting down; retry on another replica")
-        if call.needs_key:
-            authenticate(metadata, self.api_keys)
-        deadline = call_deadline(
-            context.time_remaining(), self.default_timeout_s, self.max_timeout_s
-        )
+    async def _serve(self, call: _Call, data: bytes, deadline: float) -> Any:
         # gRPC has read the whole message before this runs (at most grpc.max_receive_message_
         # length); what parsing and decoding it will hold is reserved before it is parsed, so a
         # burst of large calls waits (or gets UNAVAILABLE) instead of all parsing at once.
@@ -215,11 +131,11 @@ class _Service:
         return pb.ServerLiveResponse(live=True)
 
     async def _server_ready(self, message: Any, model: OipModel, deadline: float) -> Any:
-        return pb.ServerReadyResponse(ready=model.is_ready() and not self.draining)
+        return pb.ServerReadyResponse(ready=model.is_ready() and not self.drain.draining)
 
     async def _model_ready(self, message: Any, model: OipModel, deadline: float) -> Any:
         ready = handler.model_ready(model, message.name, message.version)
-        return pb.ModelReadyResponse(ready=ready and not self.draining)
+        return pb.ModelReadyResponse(ready=ready and not self.drain.draining)
 
     async def _server_metadata(self, message: Any, model: OipModel, deadline: float) -> Any:
         return grpc_codec.server_metadata(self.server_info)
@@ -239,20 +155,20 @@ class _Service:
 class OipGrpcServer:
     """A started server: `port` is the bound port (useful when 0 asked for a free one)."""
 
-    def __init__(self, server: grpc.aio.Server, service: _Service, port: int) -> None:
+    def __init__(self, server: grpc.aio.Server, drain: Drain, port: int) -> None:
         self._server = server
-        self._service = service
+        self._drain = drain
         self.port = port
 
     @property
     def draining(self) -> bool:
         """True once `stop` has begun: new calls are refused."""
-        return self._service.draining
+        return self._drain.draining
 
     async def stop(self, grace: float | None) -> None:
         """New calls fail at once with UNAVAILABLE; calls in flight get `grace` seconds
         (None: none), then the port closes."""
-        await self._service.drain(grace)
+        await self._drain.start(grace)
         # gRPC's own grace lets the calls that just returned finish sending their answers.
         await self._server.stop(grace)
 
@@ -272,21 +188,23 @@ async def start_grpc_server(
 ) -> OipGrpcServer:
     """Start serving on `host:port` (0: a free port) in the running event loop."""
     size = max_message_bytes(limits, model_provider().input_size)
+    drain = Drain(OPEN_METHODS)
     server = grpc.aio.server(
+        # Outermost first: the outcome sees every refusal of the ones inside it.
+        interceptors=[CallOutcome(observer, OPEN_METHODS), drain, ApiKey(api_keys, OPEN_METHODS)],
         options=[
             ("grpc.max_receive_message_length", size),
             # Fail loudly when the port is taken instead of sharing it with another process.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     service = _Service(
         model_provider,
-        api_keys=api_keys,
+        drain=drain,
         limits=limits,
         server_info=server_info,
         default_timeout_s=default_timeout_s,
         max_timeout_s=max_timeout_s,
-        observer=observer,
         body_memory=body_memory,
     )
     server.add_generic_rpc_handlers((service.handler(),))
@@ -296,4 +214,4 @@ async def start_grpc_server(
     if not bound:
         raise RuntimeError(f"cannot listen for gRPC on {address}")
     await server.start()
-    return OipGrpcServer(server, service, bound)
+    return OipGrpcServer(server, drain, bound)

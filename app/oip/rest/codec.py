@@ -19,10 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import InvalidRequestError
-
-from .handler import InferenceRequest, InferenceResult
-from .model import OipModel
-from .tensors import (
+from app.oip.handler import InferenceRequest, InferenceResult
+from app.oip.model import OipModel
+from app.oip.tensors import (
     IMAGE_INPUT,
     InputSpec,
     Limits,

@@ -20,15 +20,20 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app.api.context import request_context
+from app.calls.context import request_context
 from app.errors import InvalidRequestError, ServingError, UnsupportedMediaTypeError
-
-from . import handler
-from .errors import ProtocolError, describe
-from .handler import ServerInfo
-from .model import OipModel
-from .rest_codec import BINARY_TYPE, INFERENCE_HEADER, JSON_TYPE, decode_request, encode_response
-from .rest_schemas import (
+from app.oip import handler
+from app.oip.errors import ProtocolError, describe
+from app.oip.handler import ServerInfo
+from app.oip.model import OipModel
+from app.oip.rest.codec import (
+    BINARY_TYPE,
+    INFERENCE_HEADER,
+    JSON_TYPE,
+    decode_request,
+    encode_response,
+)
+from app.oip.rest.schemas import (
     ErrorBody,
     InferRequest,
     InferResponse,
@@ -40,7 +45,7 @@ from .rest_schemas import (
     TensorMetadata,
     inline_schema,
 )
-from .tensors import Limits
+from app.oip.tensors import Limits
 
 log = logging.getLogger(__name__)
 
