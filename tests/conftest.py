@@ -32,7 +32,7 @@ def make_settings(**overrides: Any) -> Settings:
         "device": "cpu",
         "log_format": "text",
         # In-process apps run side by side in one session: no gRPC port to share. The protocol
-        # has its own tests against real server processes (tests/test_oip_app.py).
+        # has its own tests against real server processes (tests/oip/test_oip_app.py).
         "grpc_port": 0,
     }
     values.update(overrides)

@@ -103,7 +103,7 @@ def test_weights_are_baked_where_the_app_looks(
     assert weights.env()["TORCH_HOME"] == "/opt/torch"
     assert runtime.env()["TORCH_HOME"] == "/opt/torch"
     bake = " ".join(r.args for r in weights.all("RUN"))
-    # app/model/bake.py does it (tests/test_weights_bake.py), read from the build context:
+    # app/model/bake.py does it (tests/model/test_bake.py), read from the build context:
     # a download, the same file from weights/ in the context, or nothing for `random`.
     assert "--mount=type=bind,target=/context" in bake
     assert (

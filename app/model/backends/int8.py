@@ -3,8 +3,9 @@
 Calibration needs real photographs. It uses ones that ship inside scikit-image's data folder
 (installed with the `int8` extra, as NNCF is), and never the photographs the tests judge
 accuracy on (tests/helpers/images.py: grace_hopper, chelsea, coffee, astronaut, rocket,
-motorcycle_left); tests/test_int8.py keeps the two sets disjoint. Each photograph gives several
-crops (whole image, centre, corners, mirrored), the usual way to stretch a small calibration set.
+motorcycle_left); tests/model/test_int8.py keeps the two sets disjoint. Each photograph gives
+several crops (whole image, centre, corners, mirrored), the usual way to stretch a small
+calibration set.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_metrics import scrape
 
 from app.images.decode import open_image
 from app.images.decode_cost import (
@@ -30,6 +29,7 @@ from app.memory.cgroup import cgroup_memory_limit, resident_bytes
 from conftest import ROOT, make_settings, wait_ready
 from harness.big_images import IMAGES, png
 from helpers.images import encode, photo, photo_bytes
+from helpers.metrics import scrape
 
 RESULTS = ROOT / "bench" / "results" / "decode_memory.json"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.images import photo_bytes
+from helpers.metrics import scrape, value
 
 REQUIRED = {
     "request_count_total": "counter",
@@ -23,21 +23,6 @@ REQUIRED = {
     "queue_wait_seconds": "histogram",
     "queue_depth": "gauge",
 }
-
-
-def scrape(client: TestClient) -> dict[str, float]:
-    """Every sample as 'name{labels}' -> value."""
-    text = client.get("/metrics").text
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}"] = sample.value
-    return samples
-
-
-def value(samples: dict[str, float], prefix: str) -> float:
-    return sum(v for k, v in samples.items() if k.startswith(prefix))
 
 
 def test_exact_names_and_types_are_exported(client: TestClient) -> None:

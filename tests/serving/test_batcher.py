@@ -1,6 +1,6 @@
 """The dynamic batcher: batches follow load, results go back to the right caller, deadlines drop
 work before it runs, draining finishes what was accepted. (Who may join the queue is admission's
-decision: tests/test_service.py.)"""
+decision: tests/serving/test_service.py.)"""
 
 from __future__ import annotations
 

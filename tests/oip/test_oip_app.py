@@ -1,6 +1,6 @@
 """The Open Inference Protocol on the real app: a `python -m app` process (resnet18, random
 weights, API keys on), driven by clients this project did not write (tritonclient over HTTP and
-gRPC). The protocol layer's own tests (tests/test_oip_rest.py, test_oip_grpc.py) use a numpy
+gRPC). The protocol layer's own tests (tests/oip/test_oip_rest.py, test_oip_grpc.py) use a numpy
 model; here the answers come from the real pipeline and must agree with /predict's."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The model runtime's paths: backend, precision and device selection, each backend's accuracy
-guard against fp32 (bf16 here; int8 in tests/test_int8.py), the compiled path, the fallback from
-OpenVINO to torch, and the runtime as the service reports it."""
+guard against fp32 (bf16 here; int8 in tests/model/test_int8.py), the compiled path, the
+fallback from OpenVINO to torch, and the runtime as the service reports it."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_bf16_keeps_top1_and_four_of_top5(
     """The accuracy guard for the fast path, on real photographs, against torchvision's fp32
     reference. With random weights the classes are less separated than with trained ones, so
     this is the weaker check; the GitHub workflow repeats it with the real ImageNet weights
-    (tests/test_equivalence.py)."""
+    (tests/model/test_equivalence.py)."""
     x = photos_batch(model_name)
     reference = reference_logits(model_name, x)
     bf16 = runtime(model_name, precision=Precision.BF16, backend=backend).logits(x)

@@ -36,7 +36,7 @@ from helpers.oip_servers import SERVER_INFO, UvicornThread
 
 LIMITS = Limits(max_images=4, max_image_bytes=64 * 1024)
 KEY = "k-123"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_app(model: FakeModel) -> FastAPI:

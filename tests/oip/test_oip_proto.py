@@ -12,7 +12,7 @@ from google.protobuf import descriptor_pool
 
 from app.oip.grpc import grpc_predict_v2_pb2 as pb
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_modules_are_current() -> None:
