@@ -13,7 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.run_all import ServerConfig, machine_info, sweep
+from bench.lib.machine import machine_info
+from bench.lib.servers import ServerConfig
+from bench.lib.sweep import sweep
 
 VARIANTS = [
     ("delay 0 ms, batch 8", {"SERVING_MAX_BATCH_DELAY_MS": "0", "SERVING_MAX_BATCH_SIZE": "8"}),

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from bench.memory_burst import PeakRss
+from bench.lib.memory import PeakRss
 from harness.big_images import padded_png
 from harness.process import ManagedProcess, app_process, free_port
 

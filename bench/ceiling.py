@@ -21,16 +21,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from app.images.decode import decode_image
 from app.images.preprocess import Preprocessor
-from app.model.cpu import available_cpus
+from app.model.cpu import available_cpus, default_torch_threads
 from app.model.options import BackendChoice, DeviceChoice, Precision
 from app.model.runtime import ModelRuntime
 from app.model.weights import load_model, resolve_weights
-from bench.images import sample_photos, small_jpeg
+from bench.lib.images import sample_photos, small_jpeg
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,32 @@ def measure(
                 )
             )
     return results
+
+
+def run_for(
+    model_name: str, backends: list[str], *, seconds_per_point: float
+) -> list[dict[str, Any]]:
+    """The ceilings `python -m bench.run_all` records for its configurations' backends: on a
+    CPU at every CPU and at one fewer, batch 1 and 8; on a GPU at its default CPU threads,
+    batch 1, 8 and 32; the whole pipeline too for the first backend (the configuration judged)
+    at every CPU."""
+    rows: list[dict[str, Any]] = []
+    thread_counts = sorted({available_cpus(), max(1, available_cpus() - 1)})
+    for name in backends:
+        on_gpu = name.startswith("cuda")
+        for threads in [default_torch_threads(device_type="cuda")] if on_gpu else thread_counts:
+            for result in measure(
+                model_name,
+                BACKENDS[name],
+                [1, 8] if not name.startswith("cuda") else [1, 8, 32],
+                seconds_per_point=seconds_per_point,
+                num_threads=threads,
+                # The end-to-end ceiling, for the configuration judged (the defaults).
+                pipeline=name == backends[0] and threads == max(thread_counts),
+            ):
+                rows.append(asdict(result))
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from app.images.preprocess import Preprocessor
 from app.model.backends.torch_backend import configure_threads
 from app.model.cpu import available_cpus
 from app.model.weights import load_model, resolve_weights
-from bench.images import sample_photos
+from bench.lib.images import sample_photos
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, task
 
-from bench.images import small_jpeg
+from bench.lib.images import small_jpeg
 
 IMAGE = Path(os.environ["IMAGE"]).read_bytes() if os.environ.get("IMAGE") else small_jpeg()
 

@@ -25,70 +25,20 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.images import small_jpeg
+from bench.lib.images import small_jpeg
+from bench.lib.memory import PeakRss
 from harness.big_images import BURST_IMAGES, IMAGES, WIRE_IMAGES
 from harness.burst import burst
 from harness.cgroup import MemoryCgroup
 from harness.process import ManagedProcess, app_command, free_port
 
 MIB = 1 << 20
-
-
-def _status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class PeakRss:
-    """The process's peak RSS over an interval: VmHWM after a reset, or 50 ms samples."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.sampled = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.resettable = self._reset()
-
-    def _reset(self) -> bool:
-        try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            with contextlib.suppress(OSError):
-                self.sampled = max(self.sampled, _status_kib(self.pid, "VmRSS") * 1024)
-
-    @contextlib.contextmanager
-    def measuring(self) -> Iterator[None]:
-        self._reset()
-        self.sampled = 0
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        try:
-            yield
-        finally:
-            self._stop.set()
-            self._thread.join()
-
-    def peak(self) -> int:
-        with contextlib.suppress(OSError):
-            if self.resettable:
-                return max(self.sampled, _status_kib(self.pid, "VmHWM") * 1024)
-        return self.sampled
 
 
 def image_bytes(name: str) -> bytes:

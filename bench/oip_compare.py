@@ -43,10 +43,11 @@ import httpx
 
 from app.oip.grpc import grpc_predict_v2_pb2 as pb
 from bench import oip_bodies
-from bench.images import small_jpeg
-from bench.loadgen import summarise
+from bench.lib.images import small_jpeg
+from bench.lib.load import summarise
+from bench.lib.machine import machine_info
+from bench.lib.servers import Server, ServerConfig, start_and_wait
 from bench.oip_load import MODEL_INFER, Send, Window, closed_loop, grpc_senders, http_senders
-from bench.run_all import Server, ServerConfig, machine_info, start_and_wait
 from harness.process import ROOT, free_port
 
 RESULTS = ROOT / "bench" / "results"

@@ -1,25 +1,25 @@
 """A closed loop over any transport, for bench/oip_compare.py: N clients, each sending its next
-request as soon as the previous one is answered (bench/loadgen.py's pattern), with the CPU time
+request as soon as the previous one is answered (bench/lib/load.py's pattern), with the CPU time
 the server process and this process spent during the counted window.
 
 Senders replay bytes built once and read nothing but the status, over HTTP (httpx, configured
-as bench/loadgen.py configures it) or gRPC (grpc.aio, bytes in and out, no protobuf work), so
+as bench/lib/load.py configures it) or gRPC (grpc.aio, bytes in and out, no protobuf work), so
 the client's own cost stays as small and as alike as two transports allow.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import httpx
+
+from bench.lib.servers import process_cpu_s
 
 Send = Callable[[], Awaitable[str]]  # one request; "ok" or what went wrong
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -37,14 +37,6 @@ class Window:
     client_cpu_s: float = 0.0
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, from /proc/<pid>/stat."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
-
-
 async def closed_loop(
     senders: list[Send], *, duration_s: float, warmup_s: float, server_pid: int
 ) -> Window:
@@ -52,7 +44,7 @@ async def closed_loop(
 
     A request counts when its answer arrives within the counted window, whenever it was sent:
     on windows of a few seconds, counting only those both sent and answered inside (as
-    bench/loadgen.py does over 20 s) would drop the requests in flight at the end, about
+    bench/lib/load.py does over 20 s) would drop the requests in flight at the end, about
     N x latency / window of them."""
     window = Window(duration_s=duration_s)
     start = time.perf_counter()
@@ -85,7 +77,7 @@ async def closed_loop(
 async def http_senders(
     url: str, body: bytes, headers: dict[str, str], clients: int
 ) -> AsyncIterator[list[Send]]:
-    """POSTs of `body` over one connection per client, as bench/loadgen.py sends them."""
+    """POSTs of `body` over one connection per client, as bench/lib/load.py sends them."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=TIMEOUT_S) as session:
 

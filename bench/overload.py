@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 
-from bench.images import small_jpeg
-from bench.loadgen import percentile, run_load
+from bench.lib.images import small_jpeg
+from bench.lib.load import percentile, run_load
 from harness.process import ManagedProcess, app_process
 
 

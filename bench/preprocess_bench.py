@@ -17,7 +17,7 @@ from torchvision.models import get_model_weights
 
 from app.images.decode import decode_image
 from app.images.preprocess import Preprocessor
-from bench.images import large_jpeg, small_jpeg
+from bench.lib.images import large_jpeg, small_jpeg
 
 
 def time_decode(data: bytes, pre: Preprocessor, *, draft: bool, seconds: float) -> float:

@@ -10,7 +10,7 @@ One `python -m app` per variant (defaults, random weights; `head` is this checko
 settings), all started before any load. Then:
 
 1. Profiles: at each client count the `head` server runs the same 61 KB JPEG closed loop as
-   bench/loadgen.py for `--seconds` under `py-spy record` (every thread, idle ones too,
+   bench/lib/load.py for `--seconds` under `py-spy record` (every thread, idle ones too,
    Python frames only, not pausing the process). Written to bench/results/:
    `<prefix>_c<N>.txt` (collapsed stacks: speedscope opens it as it is) and `<prefix>_c<N>.svg`
    (a flame graph, bench/flamegraph.py). The summary turns samples into milliseconds per
@@ -51,10 +51,10 @@ import httpx
 import torch
 
 from bench.flamegraph import build_tree, parse_collapsed, render_svg
-from bench.images import small_jpeg
-from bench.loadgen import percentile
-from bench.oip_load import process_cpu_s
-from bench.run_all import machine_info
+from bench.lib.images import small_jpeg
+from bench.lib.load import percentile
+from bench.lib.machine import machine_info
+from bench.lib.servers import process_cpu_s
 from harness.process import ROOT, ManagedProcess, app_process
 
 RESULTS = ROOT / "bench" / "results"

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bench.lib.results import RESULTS
 from harness.process import ROOT
 
-RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 MARKER = re.compile(
     r"<!-- bench:(?P<name>[a-z0-9-]+):start -->\n.*?<!-- bench:(?P=name):end -->", re.S
@@ -496,12 +496,17 @@ def rewrite(text: str) -> str:
     return MARKER.sub(replace, text)
 
 
+def write_doc() -> None:
+    """docs/PERFORMANCE.md with its generated sections rewritten from bench/results/."""
+    DOC.write_text(rewrite(DOC.read_text()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     if args.write:
-        DOC.write_text(rewrite(DOC.read_text()))
+        write_doc()
         return 0
     for name in SECTIONS:
         print(f"## {name}\n\n{render(name)}")

@@ -17,8 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.images import small_jpeg
-from bench.loadgen import run_load
+from bench.lib.images import small_jpeg
+from bench.lib.load import run_load
 from harness.process import app_process
 
 

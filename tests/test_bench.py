@@ -21,9 +21,10 @@ import tritonclient.grpc as grpcclient
 from app.oip.grpc import grpc_predict_v2_pb2 as pb
 from app.oip.tensors import serialize_bytes
 from bench import oip_bodies
-from bench.loadgen import percentile, run_load, summarise
+from bench.lib.load import percentile, run_load, summarise
+from bench.lib.servers import process_cpu_s
 from bench.oip_compare import Pool, Variant, rotated, with_ratios
-from bench.oip_load import Window, closed_loop, process_cpu_s
+from bench.oip_load import Window, closed_loop
 from bench.soak import growth
 from helpers.images import photo_bytes
 from helpers.process import ManagedProcess, run_module

@@ -14,7 +14,10 @@ import pytest
 import torch
 from torchvision import models
 
-from bench import report, run_all
+from bench import report
+from bench.lib import servers, sweep
+from bench.lib.servers import ServerConfig
+from bench.lib.targets import evaluate
 from bench.torchserve import handler
 from bench.torchserve import server as ts_server
 from bench.torchserve.server import (
@@ -113,7 +116,7 @@ def test_sweep_skips_torchserve_with_a_message_when_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(ts_server, "missing_reason", lambda: "not installed here")
-    assert run_all.torchserve_configs("resnet50") == []
+    assert sweep.torchserve_configs("resnet50") == []
     assert "skipping TorchServe: not installed here" in capsys.readouterr().out
 
 
@@ -121,7 +124,7 @@ def test_sweep_skips_torchserve_for_another_model(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(ts_server, "missing_reason", lambda: None)
-    assert run_all.torchserve_configs("resnet18") == []
+    assert sweep.torchserve_configs("resnet18") == []
     assert "serves resnet50 only" in capsys.readouterr().out
 
 
@@ -129,8 +132,8 @@ def test_sweep_offers_torchserve_configurations_when_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(ts_server, "missing_reason", lambda: None)
-    monkeypatch.setattr(run_all, "available_cpus", lambda: 2)
-    configs = run_all.torchserve_configs("resnet50")
+    monkeypatch.setattr(sweep, "available_cpus", lambda: 2)
+    configs = sweep.torchserve_configs("resnet50")
     assert all(c.kind == "torchserve" and c.predict_path == "/predictions/resnet50"
                for c in configs)  # fmt: skip
     settings = {c.torchserve for c in configs}
@@ -145,12 +148,12 @@ def row(config: str, concurrency: int, rps: float, failed: int = 0) -> dict[str,
             "ready_s": 5.0, "rss_ready_mb": 900.0, "load_1m": 1.0}  # fmt: skip
 
 
-def peers_run() -> tuple[list[run_all.ServerConfig], list[dict[str, Any]]]:
+def peers_run() -> tuple[list[ServerConfig], list[dict[str, Any]]]:
     configs = [
-        run_all.ServerConfig("baseline", "baseline"),
-        run_all.ServerConfig("serving defaults", "serving", backend="openvino-bf16"),
-        run_all.ServerConfig("TorchServe a", "torchserve", torchserve=TorchServeSettings(2)),
-        run_all.ServerConfig("TorchServe b", "torchserve", torchserve=TorchServeSettings(1, 2)),
+        ServerConfig("baseline", "baseline"),
+        ServerConfig("serving defaults", "serving", backend="openvino-bf16"),
+        ServerConfig("TorchServe a", "torchserve", torchserve=TorchServeSettings(2)),
+        ServerConfig("TorchServe b", "torchserve", torchserve=TorchServeSettings(1, 2)),
     ]
     e2e = [row("baseline", 10, 10.0), row("serving defaults", 10, 30.0),
            row("TorchServe a", 10, 12.0, failed=3), row("TorchServe b", 10, 15.0),
@@ -160,7 +163,7 @@ def peers_run() -> tuple[list[run_all.ServerConfig], list[dict[str, Any]]]:
 
 def test_targets_compare_the_defaults_with_torchserves_best() -> None:
     configs, e2e = peers_run()
-    targets = run_all.evaluate(configs, e2e, [])
+    targets = evaluate(configs, e2e, [])
     assert targets["judged_config"] == "serving defaults"
     assert targets["best_config"] == "serving defaults"  # TorchServe is a peer, not ours
     assert targets["throughput_vs_torchserve_at_10"] == {
@@ -177,7 +180,7 @@ def test_report_puts_torchserve_side_by_side() -> None:
         "machine": {"date": "2026-12-01T00:00:00", "cpu": "AMD EPYC", "cpus_available": 2,
                     "amx": False, "avx512_bf16": True, "torch": "2.11.0", "openvino": None},
         "model": "resnet50", "duration_s_per_point": 20.0, "command": "python -m bench.run_all",
-        "e2e": e2e, "targets": run_all.evaluate(configs, e2e, []),
+        "e2e": e2e, "targets": evaluate(configs, e2e, []),
     }  # fmt: skip
     table = report.sweep(data)
     lines = [line for line in table.splitlines() if line.startswith("| TorchServe")]
@@ -228,24 +231,24 @@ def test_side_by_side_rotates_servers_per_client_count_and_stops_them_all(
 ) -> None:
     log: list[str] = []
 
-    def start(config: run_all.ServerConfig, model: str, log_dir: Path) -> Any:
+    def start(config: ServerConfig, model: str, log_dir: Path) -> Any:
         log.append(f"start {config.name}")
         return FakeServer(config.name, log), {"ready_s": 1.0}
 
-    def point(config: run_all.ServerConfig, server: Any, ready: Any, level: int, d: float) -> Any:
+    def point(config: ServerConfig, server: Any, ready: Any, level: int, d: float) -> Any:
         log.append(f"{level} {config.name}")
         return {"config": config.name, "concurrency": level}
 
-    monkeypatch.setattr(run_all, "start_and_wait", start)
-    monkeypatch.setattr(run_all, "measure_point", point)
+    monkeypatch.setattr(sweep, "start_and_wait", start)
+    monkeypatch.setattr(sweep, "measure_point", point)
 
     def idle(server: Any) -> float:
         log.append("idle")
         return 0.0
 
-    monkeypatch.setattr(run_all, "wait_until_idle", idle)
-    configs = [run_all.ServerConfig(n, "serving") for n in ("a", "b", "c")]
-    rows = run_all.sweep_side_by_side(configs, "resnet50", [1, 10], duration_s=1, log_dir=tmp_path)
+    monkeypatch.setattr(sweep, "wait_until_idle", idle)
+    configs = [ServerConfig(n, "serving") for n in ("a", "b", "c")]
+    rows = sweep.sweep_side_by_side(configs, "resnet50", [1, 10], duration_s=1, log_dir=tmp_path)
     # Each point waits for its server to finish its backlog before the next one measures.
     assert [x for x in log if x != "idle"] == [
         "start a", "start b", "start c", "1 a", "1 b", "1 c", "10 b", "10 c", "10 a",
@@ -260,18 +263,18 @@ def test_side_by_side_rotates_servers_per_client_count_and_stops_them_all(
     def fails(*args: Any) -> Any:
         raise RuntimeError("load generator died")
 
-    monkeypatch.setattr(run_all, "measure_point", fails)
+    monkeypatch.setattr(sweep, "measure_point", fails)
     with pytest.raises(RuntimeError, match="died"):
-        run_all.sweep_side_by_side(configs, "resnet50", [1], duration_s=1, log_dir=tmp_path)
+        sweep.sweep_side_by_side(configs, "resnet50", [1], duration_s=1, log_dir=tmp_path)
     assert log[-3:] == ["stop a", "stop b", "stop c"]
 
 
 def test_group_cpu_time_counts_this_process_group() -> None:
     import os
 
-    spent = run_all.group_cpu_s(os.getpgid(0))
+    spent = servers.group_cpu_s(os.getpgid(0))
     sum(i * i for i in range(2_000_000))  # burn some CPU in this process
-    assert run_all.group_cpu_s(os.getpgid(0)) > spent > 0
+    assert servers.group_cpu_s(os.getpgid(0)) > spent > 0
 
 
 def test_group_stat_lists_exactly_the_members_of_a_process_group() -> None:

@@ -2,7 +2,7 @@
 previous one is answered, for a fixed time. Reports throughput, latency percentiles and every
 failure by status.
 
-    python -m bench.loadgen --url http://127.0.0.1:8000/predict --image photo.jpg \
+    python -m bench.lib.load --url http://127.0.0.1:8000/predict --image photo.jpg \
         --concurrency 1,4,10 --duration 20 --json out.json
 
 Requests send the image as the raw body with an image/* content type, which both our server

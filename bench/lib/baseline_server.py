@@ -3,7 +3,7 @@
 One request, one forward pass in fp32 eager mode, decode and `weights.transforms()` inline, the
 endpoint a plain `def` (FastAPI runs it in its thread pool). No batching, no fast path.
 
-    python -m bench.baseline_server --port 8100 [--model resnet50]
+    python -m bench.lib.baseline_server --port 8100 [--model resnet50]
 """
 
 from __future__ import annotations
