@@ -7,14 +7,13 @@ SERVING_MAX_BATCH_SIZE, swept at 1, 10 and 32 closed-loop clients in one run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.lib.machine import machine_info
-from bench.lib.servers import ServerConfig
+from bench.lib.results import command_line, write_result
+from bench.lib.servers import ServerConfig, serving_env
 from bench.lib.sweep import sweep
 
 VARIANTS = [
@@ -35,23 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.concurrency.split(",")]
-    base = {"SERVING_MODEL_NAME": args.model, "SERVING_MODEL_WEIGHTS": "random",
-            "SERVING_LOG_LEVEL": "warning", "SERVING_DEVICE": "cpu"}  # fmt: skip
+    base = serving_env(args.model, SERVING_DEVICE="cpu")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-batching-") as tmp:
         for name, env in VARIANTS:
             config = ServerConfig(name, "serving", {**base, **env})
             rows += sweep(config, args.model, levels, duration_s=args.duration, log_dir=Path(tmp))
     report = {
-        "command": "python -m bench.batching "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(),
+        "command": command_line("bench.batching", argv),
         "model": args.model,
         "duration_s_per_point": args.duration,
         "e2e": rows,
     }
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_result(args.json, report)
     return 0
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import platform
 import struct
 import sys
 import tempfile
@@ -30,6 +28,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.lib.memory import PeakRss
+from bench.lib.results import command_line, write_result
+from bench.lib.servers import serving_env
 from harness.big_images import padded_png
 from harness.process import ManagedProcess, app_process, free_port
 
@@ -109,9 +109,8 @@ def measure(name: str, log_dir: Path) -> dict[str, Any]:
     send, count = WAYS[name]
     images = [padded_png(IMAGE_BYTES, seed=i) for i in range(count)]
     grpc_port = free_port()
-    env = {"SERVING_MODEL_NAME": MODEL, "SERVING_MODEL_WEIGHTS": "random",
-           "SERVING_LOG_LEVEL": "warning", "SERVING_GRPC_PORT": str(grpc_port),
-           "SERVING_MAX_BODY_BYTES_IN_FLIGHT": str(1 << 40)}  # fmt: skip
+    env = serving_env(MODEL, SERVING_GRPC_PORT=str(grpc_port),
+                      SERVING_MAX_BODY_BYTES_IN_FLIGHT=str(1 << 40))  # fmt: skip
     slug = name.replace("/", "").replace(" ", "-")
     with app_process(env, log_path=log_dir / f"{slug}.log") as server:
         server.wait_ready(timeout_s=300)
@@ -138,15 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = [measure(name, Path(tmp)) for name in args.ways]
     result = {
         "benchmark": "body_memory",
-        "command": "python -m bench.body_memory " + " ".join(argv or sys.argv[1:]),
+        "command": command_line("bench.body_memory", argv),
         "model": MODEL,
         "image_bytes": IMAGE_BYTES,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "rows": rows,
     }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, result)
     return 0
 
 

@@ -32,6 +32,7 @@ from app.model.options import BackendChoice, DeviceChoice, Precision
 from app.model.runtime import ModelRuntime
 from app.model.weights import load_model, resolve_weights
 from bench.lib.images import sample_photos, small_jpeg
+from bench.lib.results import command_line, write_result
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(asdict(result))
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        write_result(
+            args.json,
+            {"command": command_line("bench.ceiling", argv), "model": args.model, "rows": rows},
+        )
     return 0
 
 

@@ -6,7 +6,7 @@ subprocess and measured with the kernel's high-water mark of resident memory
 before it (taken once the codec is loaded and the file is in memory, when the current RSS is the
 peak so far). The result, bytes per pixel, is what the server reserves from its decode budget
 (app/images/decode_cost.py's table must be at least the measured figure:
-tests/test_decode_budget.py).
+tests/images/test_decode_cost.py).
 
     python -m bench.decode_memory                      # all images, to stdout
     python -m bench.decode_memory --json bench/results/decode_memory.json
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,15 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.lib.memory import status_kib
+from bench.lib.results import write_result
 from harness.big_images import IMAGES
 from harness.process import ROOT
 
 
 def _rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return status_kib(os.getpid(), "VmRSS") * 1024
 
 
 def _maxrss_bytes() -> int:
@@ -120,13 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "decode_memory",
             "command": "python -m bench.decode_memory --json " + str(args.json),
             "method": "ru_maxrss growth in a fresh subprocess per image, decode + preprocess",
-            "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
-            "python": platform.python_version(),
             "pillow": __import__("PIL").__version__,
             "results": rows,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, result)
     return 0
 
 

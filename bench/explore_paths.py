@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from app.model.backends.torch_backend import configure_threads
 from app.model.cpu import available_cpus
 from app.model.weights import load_model, resolve_weights
 from bench.lib.images import sample_photos
+from bench.lib.results import command_line, write_result
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -157,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         rows.append(row)
         print(json.dumps(row), flush=True)
-    command = "python -m bench.explore_paths " + shlex.join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    command = command_line("bench.explore_paths", argv)
     if args.json and args.json.is_file() and set(args.paths.split(",")) != set(PATHS):
         # A subset re-measured: keep the other paths' rows of the earlier run, in order.
         earlier = json.loads(args.json.read_text())
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_result(args.json, report)
     return 0
 
 

@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ import httpx
 
 from bench.lib.images import small_jpeg
 from bench.lib.memory import PeakRss
+from bench.lib.results import command_line, write_result
+from bench.lib.servers import serving_env
 from harness.big_images import BURST_IMAGES, IMAGES, WIRE_IMAGES
 from harness.burst import burst
 from harness.cgroup import MemoryCgroup
@@ -54,12 +54,7 @@ def metric(base_url: str, name: str) -> float | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    env = {
-        "SERVING_MODEL_NAME": args.model,
-        "SERVING_MODEL_WEIGHTS": "random",
-        "SERVING_LOG_LEVEL": "warning",
-        **dict(item.split("=", 1) for item in args.env),
-    }
+    env = serving_env(args.model, **dict(item.split("=", 1) for item in args.env))
     port = free_port()
     env |= {"SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port),
             "SERVING_GRPC_PORT": str(free_port())}  # fmt: skip
@@ -125,17 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = {
         "benchmark": "memory_burst",
-        "command": "python -m bench.memory_burst " + " ".join(argv or sys.argv[1:]),
+        "command": command_line("bench.memory_burst", argv),
         "model": args.model,
         "limit_mib": args.limit_mib or None,
         "concurrency": args.concurrency,
         "env": args.env,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         **run(args),
     }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, result)
     return 0
 
 

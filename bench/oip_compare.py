@@ -45,12 +45,10 @@ from app.oip.grpc import grpc_predict_v2_pb2 as pb
 from bench import oip_bodies
 from bench.lib.images import small_jpeg
 from bench.lib.load import summarise
-from bench.lib.machine import machine_info
-from bench.lib.servers import Server, ServerConfig, start_and_wait
+from bench.lib.results import RESULTS, command_line, write_result
+from bench.lib.servers import Server, ServerConfig, serving_env, start_and_wait
 from bench.oip_load import MODEL_INFER, Send, Window, closed_loop, grpc_senders, http_senders
-from harness.process import ROOT, free_port
-
-RESULTS = ROOT / "bench" / "results"
+from harness.process import free_port
 
 
 @dataclass(frozen=True)
@@ -222,18 +220,12 @@ def parse_costs(variants: list[Variant], repeat: int = 200) -> dict[str, float]:
     return out
 
 
-def server_env(model: str) -> dict[str, str]:
-    """The defaults as shipped (backend and precision auto), weights random like every CPU
-    benchmark here (same computation as the real ones)."""
-    return {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
-            "SERVING_LOG_LEVEL": "warning", "SERVING_DEVICE": "cpu"}  # fmt: skip
-
-
 def start(model: str, log_dir: Path) -> tuple[Server, Target, dict[str, Any]]:
     """The server as run_all starts its own (timed to ready, stopped if it never gets there),
     with the gRPC listener on a port chosen here so the protocol's clients can reach it."""
     grpc_port = free_port()
-    env = {**server_env(model), "SERVING_GRPC_PORT": str(grpc_port)}
+    # The defaults as shipped (backend and precision auto), on the CPU.
+    env = serving_env(model, SERVING_DEVICE="cpu", SERVING_GRPC_PORT=str(grpc_port))
     server, ready = start_and_wait(ServerConfig("serving", "serving", env), model, log_dir)
     card = httpx.get(server.base_url + "/ready", timeout=10).json()
     info = {"ready_s": ready["ready_s"], "backend": card.get("backend"),
@@ -268,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
     report = {
-        "command": "python -m bench.oip_compare "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(),
+        "command": command_line("bench.oip_compare", argv),
         "model": args.model,
         "server": info,
         "image_bytes": len(image),
@@ -283,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "wall_s": round(time.time() - started, 1),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_result(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

@@ -21,6 +21,7 @@ import numpy as np
 from app.model.backends.openvino_backend import convert, import_openvino
 from app.model.cpu import available_cpus, cpu_has_native_bf16, cpu_model_name
 from app.model.weights import load_model, resolve_weights
+from bench.lib.results import command_line, write_result
 
 
 def images_per_s(compiled: Any, batch: int, in_flight: int, seconds: float) -> float:
@@ -79,11 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     report = run(args.model, args.threads or available_cpus(), args.seconds)
-    report["command"] = "python -m bench.openvino_hints " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    report["command"] = command_line("bench.openvino_hints", argv)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_result(args.json, report)
     return 0
 
 

@@ -30,6 +30,8 @@ import httpx
 
 from bench.lib.images import small_jpeg
 from bench.lib.load import percentile, run_load
+from bench.lib.results import command_line, write_result
+from bench.lib.servers import serving_env
 from harness.process import ManagedProcess, app_process
 
 
@@ -163,8 +165,7 @@ def run(
     recovery_limit_s: float = 30.0,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    settings = {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
-                "SERVING_LOG_LEVEL": "warning", **(env or {})}  # fmt: skip
+    settings = serving_env(model, **(env or {}))
     body = small_jpeg()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -216,12 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(item.split("=", 1) for item in args.env)
     report = run(model=args.model, clients=args.clients, measure_s=args.measure,
                  factor=args.factor, burst_s=args.burst, env=env)  # fmt: skip
-    report["command"] = "python -m bench.overload " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    report["command"] = command_line("bench.overload", argv)
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_result(args.json, report)
     burst = report["burst"]
     return 0 if report["server_alive_after_burst"] and not burst["other"] else 1
 

@@ -18,6 +18,7 @@ from torchvision.models import get_model_weights
 from app.images.decode import decode_image
 from app.images.preprocess import Preprocessor
 from bench.lib.images import large_jpeg, small_jpeg
+from bench.lib.results import command_line, write_result
 
 
 def time_decode(data: bytes, pre: Preprocessor, *, draft: bool, seconds: float) -> float:
@@ -58,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = run(args.model, args.seconds)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        write_result(
+            args.json,
+            {"command": command_line("bench.preprocess_bench", argv), "model": args.model,
+             "rows": rows},
+        )  # fmt: skip
     return 0
 
 

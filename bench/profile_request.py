@@ -54,10 +54,10 @@ from bench.flamegraph import build_tree, parse_collapsed, render_svg
 from bench.lib.images import small_jpeg
 from bench.lib.load import percentile
 from bench.lib.machine import machine_info
+from bench.lib.results import RESULTS, command_line, write_result
 from bench.lib.servers import process_cpu_s
 from harness.process import ROOT, ManagedProcess, app_process
 
-RESULTS = ROOT / "bench" / "results"
 PY_SPY = Path(sys.executable).with_name("py-spy")
 RATE_HZ = 100
 STAGES = ("client", "total", "decode", "queue", "inference", "server_other", "outside", "overhead")
@@ -370,10 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         "in_process_model_niceness": niceness,
         "profiles": profiles,
         "rounds": ab,
-        "command": "python -m bench.profile_request " + " ".join(argv or sys.argv[1:]),
+        "command": command_line("bench.profile_request", argv),
     }
     out = RESULTS / f"{args.prefix}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     print(json.dumps({k: result[k] for k in ("profiles", "rounds")}, indent=1))
     return 0
 

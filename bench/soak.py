@@ -19,6 +19,8 @@ from typing import Any
 
 from bench.lib.images import small_jpeg
 from bench.lib.load import run_load
+from bench.lib.results import command_line, write_result
+from bench.lib.servers import serving_env
 from harness.process import app_process
 
 
@@ -68,11 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    env = {"SERVING_MODEL_NAME": args.model, "SERVING_MODEL_WEIGHTS": "random",
-           "SERVING_LOG_LEVEL": "warning"}  # fmt: skip
     with (
         tempfile.TemporaryDirectory() as tmp,
-        app_process(env, log_path=Path(tmp) / "log") as server,
+        app_process(serving_env(args.model), log_path=Path(tmp) / "log") as server,
     ):
         server.wait_ready(timeout_s=600)
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     fd_growth = round(growth(samples, "fds", args.warmup), 4)
     flat = rss_growth < 0.05 and fd_growth < 0.05
     report = {
-        "command": "python -m bench.soak " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("bench.soak", argv),
         "load": load,
         "rss_growth": rss_growth,
         "fd_growth": fd_growth,
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_result(args.json, report)
     return 0 if flat and load["failed"] == 0 else 1
 
 
