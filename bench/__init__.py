@@ -1,3 +1,3 @@
-"""Benchmarks: load generator, baseline server, in-process ceilings, the sweep that runs them all.
-
-Run everything with `python -m bench.run_all` (see docs/PERFORMANCE.md)."""
+"""Benchmarks: each module here is a command that measures something docs/PERFORMANCE.md (or
+docs/DEPLOYMENT.md) states; lib/ is what they share, experiments/ the one-off calibrations and
+explorations whose question is answered. Run everything with `python -m bench.run_all`."""

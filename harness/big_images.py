@@ -2,9 +2,9 @@
 attacker or an unlucky client would send them: a 7000x7000 image is 49 MP, just under the default
 SERVING_MAX_IMAGE_PIXELS (50e6), and each decodes to hundreds of MB.
 
-Shared by bench/decode_memory.py (the real peak per decoder), the decode-budget tests (the cost
-model against those peaks) and the memory-budget test (64 of them at once against a server in a
-memory-limited cgroup). Everything is generated; the content
+Shared by bench/experiments/decode_memory.py (the real peak per decoder), the decode-budget
+tests (the cost model against those peaks) and the memory-budget test (64 of them at once
+against a server in a memory-limited cgroup). Everything is generated; the content
 is a flat colour with a little structure, which every codec compresses to almost nothing.
 
 And the opposite, `WIRE_IMAGES`: an image as large on the wire as uploads may be (10 MiB) with

@@ -1,12 +1,13 @@
-"""bench/profile_request.py's arithmetic and bench/flamegraph.py's drawing (the profiling run
-itself needs a model server and minutes: its figures are in docs/PERFORMANCE.md)."""
+"""bench/experiments/profile_request.py's arithmetic and bench/experiments/flamegraph.py's
+drawing (the profiling run itself needs a model server and minutes: its figures are in
+docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.flamegraph import build_tree, parse_collapsed, render_svg
-from bench.profile_request import profile_summary, split, thread_role
+from bench.experiments.flamegraph import build_tree, parse_collapsed, render_svg
+from bench.experiments.profile_request import profile_summary, split, thread_role
 
 RAW = [
     "thread (1): MainThread;Runner.run (asyncio/runners.py:118) 90",

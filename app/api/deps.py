@@ -38,7 +38,8 @@ def _service(request: Request) -> Service:
 
 # Dependencies are `async def` although none of them awaits: FastAPI runs a plain `def`
 # dependency on its worker threads, a round trip to another thread (and the GIL) for every one of
-# them on every request; these only read attributes (bench/profile_request.py measured it).
+# them on every request; these only read attributes (bench/experiments/profile_request.py
+# measured it).
 
 
 async def _settings(request: Request) -> Settings:

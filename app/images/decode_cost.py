@@ -6,9 +6,10 @@ will really cost at the peak (`decode_peak_bytes`), and gives it back when its t
 the decoded image is freed. An image that does not fit waits (first come, first served) within
 its deadline, then gets 503 `memory_busy`; one larger than the whole budget gets 413.
 
-The cost model is per pixel and follows what the code allocates; bench/decode_memory.py measures
-the real peak (RSS high-water mark, one subprocess per image) for every decoder and the common
-modes, and a test keeps the model at or above every measured figure.
+The cost model is per pixel and follows what the code allocates;
+bench/experiments/decode_memory.py measures the real peak (RSS high-water mark, one subprocess
+per image) for every decoder and the common modes, and a test keeps the model at or above every
+measured figure.
 """
 
 from __future__ import annotations

@@ -32,13 +32,13 @@ LIMIT_SHARE = 0.25
 MIN_BUDGET_BYTES = 32 * MIB
 
 # What reading, parsing and decoding a body holds at its peak per byte of it, with images that
-# decode to nothing (bench/body_memory.py, bench/results/body_memory.json): the body, the copy
-# that joins its chunks or cuts an image out of it, and the decoder's own read. The worst case
-# is one image per request (in a batch, the decode threads copy two images at a time): 3.0 for
-# /predict and a batch of one (2.05 at four), 3.9-4.9 for the protocol's REST bodies (about 3.1
-# at four), 6.9 for a gRPC message (5.1 at four: the library's buffer, the parsed message, the
-# tensor's elements). Rounded up from the single-image figures; a route cannot count its
-# images before it reads the body.
+# decode to nothing (bench/experiments/body_memory.py, bench/results/body_memory.json): the body,
+# the copy that joins its chunks or cuts an image out of it, and the decoder's own read. The worst
+# case is one image per request (in a batch, the decode threads copy two images at a time): 3.0 for
+# /predict and a batch of one (2.05 at four), 3.9-4.9 for the protocol's REST bodies (about 3.1 at
+# four), 6.9 for a gRPC message (5.1 at four: the library's buffer, the parsed message, the tensor's
+# elements). Rounded up from the single-image figures; a route cannot count its images before it
+# reads the body.
 SINGLE_IMAGE_HELD = 3.0
 BATCH_HELD = 3.0
 PROTOCOL_HELD = 5.0

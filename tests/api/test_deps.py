@@ -1,8 +1,8 @@
 """app/api/deps.py: no dependency of a request leaves the event loop for FastAPI's thread pool.
 
 FastAPI runs a plain `def` dependency on a worker thread: a round trip to another thread per
-dependency per request, measured on the request path by bench/profile_request.py. Ours only read
-attributes, so they are `async def`; this fails when one that is not comes back."""
+dependency per request, measured on the request path by bench/experiments/profile_request.py.
+Ours only read attributes, so they are `async def`; this fails when one that is not comes back."""
 
 from __future__ import annotations
 

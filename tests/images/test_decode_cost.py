@@ -72,10 +72,12 @@ def test_webp_costs_more_than_png_per_pixel() -> None:
 
 @pytest.mark.slow
 def test_reservations_cover_every_measured_peak() -> None:
-    """bench/decode_memory.py measured each decoder's real peak (RSS high-water mark in a fresh
-    process); the server must reserve at least that much for each of those images."""
+    """bench/experiments/decode_memory.py measured each decoder's real peak (RSS high-water mark
+    in a fresh process); the server must reserve at least that much for each of those images."""
     recorded = json.loads(RESULTS.read_text())["results"]
-    assert {row["image"] for row in recorded} == set(IMAGES), "rerun bench/decode_memory.py"
+    assert {row["image"] for row in recorded} == set(IMAGES), (
+        "rerun bench/experiments/decode_memory.py"
+    )
     for row in recorded:
         assert cost(IMAGES[row["image"]][2]()) >= row["peak_growth_bytes"], row["image"]
 

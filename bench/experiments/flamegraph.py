@@ -2,10 +2,11 @@
 
 py-spy writes one format per recording; recording twice (SVG and raw) would double its cost on
 a 2-CPU machine. The raw file is the one kept (speedscope imports it as it is, and
-bench/profile_request.py reads it for its summary); the SVG is drawn from it here: one box per
-frame, as wide as its share of the samples, callers below callees, a tooltip on each box.
+bench/experiments/profile_request.py reads it for its summary); the SVG is drawn from it here:
+one box per frame, as wide as its share of the samples, callers below callees, a tooltip on each
+box.
 
-    python -m bench.flamegraph profile.txt profile.svg --title "..."
+    python -m bench.experiments.flamegraph profile.txt profile.svg --title "..."
 """
 
 from __future__ import annotations

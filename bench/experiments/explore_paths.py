@@ -1,7 +1,7 @@
 """Faster CPU paths than the ones we ship, measured in process on this machine: what each
 gives, at batch 1 and batch 8, with its accuracy against fp32 on real photographs.
 
-    python -m bench.explore_paths --json bench/results/explore_paths.json
+    python -m bench.experiments.explore_paths --json bench/results/explore_paths.json
 
 Paths: fp32 eager (the reference), bf16 eager (shipped), bf16 torch.compile (shipped, opt-in),
 bf16 torch.compile mode="max-autotune", fp32 TorchScript frozen with oneDNN graph fusion, and
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         rows.append(row)
         print(json.dumps(row), flush=True)
-    command = command_line("bench.explore_paths", argv)
+    command = command_line("bench.experiments.explore_paths", argv)
     if args.json and args.json.is_file() and set(args.paths.split(",")) != set(PATHS):
         # A subset re-measured: keep the other paths' rows of the earlier run, in order.
         earlier = json.loads(args.json.read_text())

@@ -1,9 +1,9 @@
 """Where one request's time goes: a real server sampled by py-spy under a closed loop, the
 response's own timings against the client's, and side-by-side A/B rounds, in one run.
 
-    python -m bench.profile_request                          # resnet50, 1 and 4 clients
-    python -m bench.profile_request --ref HEAD~1             # + the older app/ side by side
-    python -m bench.profile_request --variant nice0:SERVING_MODEL_THREAD_NICENESS=0
+    python -m bench.experiments.profile_request               # resnet50, 1 and 4 clients
+    python -m bench.experiments.profile_request --ref HEAD~1  # + the older app/ side by side
+    python -m bench.experiments.profile_request --variant nice0:SERVING_MODEL_THREAD_NICENESS=0
 
 One `python -m app` per variant (defaults, random weights; `head` is this checkout's app/,
 `--ref` an older commit's app/ extracted with git archive, `--variant` this app/ with other
@@ -13,9 +13,10 @@ settings), all started before any load. Then:
    bench/lib/load.py for `--seconds` under `py-spy record` (every thread, idle ones too,
    Python frames only, not pausing the process). Written to bench/results/:
    `<prefix>_c<N>.txt` (collapsed stacks: speedscope opens it as it is) and `<prefix>_c<N>.svg`
-   (a flame graph, bench/flamegraph.py). The summary turns samples into milliseconds per
-   request, per thread: the model thread inside OpenVINO's `infer`, the event loop, the decode
-   pool, FastAPI's worker threads; waiting is told apart from work by the innermost frame.
+   (a flame graph, bench/experiments/flamegraph.py). The summary turns samples into
+   milliseconds per request, per thread: the model thread inside OpenVINO's `infer`, the event
+   loop, the decode pool, FastAPI's worker threads; waiting is told apart from work by the
+   innermost frame.
 2. Rounds: the variants and `model` (the same engine in this process, batch 1, one forward
    pass after another on a thread with the server's model-thread niceness) take turns at each
    client count, order rotated every round, so a shared machine's changing load falls on all
@@ -50,7 +51,7 @@ from typing import Any
 import httpx
 import torch
 
-from bench.flamegraph import build_tree, parse_collapsed, render_svg
+from bench.experiments.flamegraph import build_tree, parse_collapsed, render_svg
 from bench.lib.images import small_jpeg
 from bench.lib.load import percentile
 from bench.lib.machine import machine_info
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "in_process_model_niceness": niceness,
         "profiles": profiles,
         "rounds": ab,
-        "command": command_line("bench.profile_request", argv),
+        "command": command_line("bench.experiments.profile_request", argv),
     }
     out = RESULTS / f"{args.prefix}.json"
     write_result(out, result)

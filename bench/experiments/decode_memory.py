@@ -8,8 +8,8 @@ peak so far). The result, bytes per pixel, is what the server reserves from its 
 (app/images/decode_cost.py's table must be at least the measured figure:
 tests/images/test_decode_cost.py).
 
-    python -m bench.decode_memory                      # all images, to stdout
-    python -m bench.decode_memory --json bench/results/decode_memory.json
+    python -m bench.experiments.decode_memory        # all images, to stdout
+    python -m bench.experiments.decode_memory --json bench/results/decode_memory.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.memory import status_kib
-from bench.lib.results import write_result
+from bench.lib.results import command_line, write_result
 from harness.big_images import IMAGES
 from harness.process import ROOT
 
@@ -88,8 +88,9 @@ def run(names: list[str], model: str) -> list[dict[str, Any]]:
             path = Path(tmp) / "image"
             data = make()
             path.write_bytes(data)
+            one = ["-m", "bench.experiments.decode_memory", "--one", str(path), "--model", model]
             out = subprocess.run(
-                [sys.executable, "-m", "bench.decode_memory", "--one", str(path), "--model", model],
+                [sys.executable, *one],
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         result = {
             "benchmark": "decode_memory",
-            "command": "python -m bench.decode_memory --json " + str(args.json),
+            "command": command_line("bench.experiments.decode_memory", argv),
             "method": "ru_maxrss growth in a fresh subprocess per image, decode + preprocess",
             "pillow": __import__("PIL").__version__,
             "results": rows,

@@ -3,7 +3,7 @@ thread, one request at a time: what the batcher does) against the THROUGHPUT hin
 per CPU, as many requests in flight as streams: what a batcher running several batches at once
 could do).
 
-    python -m bench.openvino_hints --model resnet50 --json bench/results/openvino_hints.json
+    python -m bench.experiments.openvino_hints --json bench/results/openvino_hints.json
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     report = run(args.model, args.threads or available_cpus(), args.seconds)
-    report["command"] = command_line("bench.openvino_hints", argv)
+    report["command"] = command_line("bench.experiments.openvino_hints", argv)
     if args.json:
         write_result(args.json, report)
     return 0

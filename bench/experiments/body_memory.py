@@ -7,7 +7,7 @@ that decode to almost nothing (harness.big_images.padded_png: a 32x32 PNG with a
 chunk), so what is measured is the body alone. Recorded: the process's peak RSS growth over its
 RSS before the request (VmHWM, reset just before), and that growth per byte of body.
 
-    python -m bench.body_memory --json bench/results/body_memory.json
+    python -m bench.experiments.body_memory --json bench/results/body_memory.json
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [measure(name, Path(tmp)) for name in args.ways]
     result = {
         "benchmark": "body_memory",
-        "command": command_line("bench.body_memory", argv),
+        "command": command_line("bench.experiments.body_memory", argv),
         "model": MODEL,
         "image_bytes": IMAGE_BYTES,
         "rows": rows,
