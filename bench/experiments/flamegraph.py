@@ -5,19 +5,14 @@ a 2-CPU machine. The raw file is the one kept (speedscope imports it as it is, a
 bench/experiments/profile_request.py reads it for its summary); the SVG is drawn from it here:
 one box per frame, as wide as its share of the samples, callers below callees, a tooltip on each
 box.
-
-    python -m bench.experiments.flamegraph profile.txt profile.svg --title "..."
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html import escape
-from pathlib import Path
 
 WIDTH = 1200
 ROW = 16
@@ -108,18 +103,3 @@ def render_svg(root: Node, title: str, *, min_fraction: float = 0.001) -> str:
     draw(root, 0.0, 0)
     out.append("</svg>")
     return "\n".join(out) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("collapsed", type=Path)
-    parser.add_argument("svg", type=Path)
-    parser.add_argument("--title", default="flame graph")
-    args = parser.parse_args(argv)
-    stacks = parse_collapsed(args.collapsed.read_text().splitlines())
-    args.svg.write_text(render_svg(build_tree(stacks), args.title))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

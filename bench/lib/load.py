@@ -2,24 +2,17 @@
 previous one is answered, for a fixed time. Reports throughput, latency percentiles and every
 failure by status.
 
-    python -m bench.lib.load --url http://127.0.0.1:8000/predict --image photo.jpg \
-        --concurrency 1,4,10 --duration 20 --json out.json
-
 Requests send the image as the raw body with an image/* content type, which both our server
 and the baseline accept. The same tool drives every configuration, so their ratios are fair.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
-import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -108,37 +101,3 @@ async def run_load(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return summarise(concurrency, duration_s, latencies, failures)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--image", type=Path, required=True)
-    parser.add_argument("--content-type", default="image/jpeg")
-    parser.add_argument("--concurrency", default="1,4,10,32,64")
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    body = args.image.read_bytes()
-    results = []
-    for level in (int(x) for x in args.concurrency.split(",")):
-        result = asyncio.run(
-            run_load(
-                args.url,
-                body,
-                content_type=args.content_type,
-                concurrency=level,
-                duration_s=args.duration,
-                warmup_s=args.warmup,
-            )
-        )
-        results.append(asdict(result))
-        print(json.dumps(asdict(result)), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
