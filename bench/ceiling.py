@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from app.model.runtime import ModelRuntime
 from app.model.weights import load_model, resolve_weights
 from bench.lib.images import sample_photos, small_jpeg
 from bench.lib.results import command_line, write_result
+from bench.lib.timing import median_s
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,10 @@ class CeilingResult:
     build_s: float = 0.0
 
 
-def _median_s(work: Callable[[], object], seconds: float, sync: bool) -> tuple[float, int]:
-    timings: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(timings) < 3:
-        started = time.perf_counter()
-        work()
-        if sync:
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings), len(timings)
+def _synchronized(work: Callable[[], object]) -> None:
+    """`work` on a GPU, timed to its end rather than to its launch."""
+    work()
+    torch.cuda.synchronize()
 
 
 def _pipeline(
@@ -132,7 +126,8 @@ def measure(
         if pipeline:
             kinds.append(("pipeline", functools.partial(_pipeline, runtime, decoded_batch, size)))
         for kind, work in kinds:
-            median, iterations = _median_s(work, seconds_per_point, sync)
+            timed = functools.partial(_synchronized, work) if sync else work
+            median, iterations = median_s(timed, seconds_per_point)
             results.append(
                 CeilingResult(
                     backend=backend.name,

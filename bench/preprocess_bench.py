@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 from torchvision.models import get_model_weights
@@ -19,20 +17,17 @@ from app.images.decode import decode_image
 from app.images.preprocess import Preprocessor
 from bench.lib.images import large_jpeg, small_jpeg
 from bench.lib.results import command_line, write_result
+from bench.lib.timing import median_s
 
 
 def time_decode(data: bytes, pre: Preprocessor, *, draft: bool, seconds: float) -> float:
     """Median milliseconds for decode + preprocess of `data`."""
-    timings: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(timings) < 5:
-        started = time.perf_counter()
-        decoded = decode_image(
-            data, max_pixels=50_000_000, draft_short_side=pre.resize_size if draft else None
-        )
-        pre(decoded.image)
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings) * 1000.0
+    draft_short_side = pre.resize_size if draft else None
+
+    def work() -> None:
+        pre(decode_image(data, max_pixels=50_000_000, draft_short_side=draft_short_side).image)
+
+    return median_s(work, seconds, at_least=5)[0] * 1000.0
 
 
 def run(model_name: str, seconds: float) -> list[dict[str, object]]:

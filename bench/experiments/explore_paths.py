@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import traceback
@@ -31,6 +30,7 @@ from app.model.cpu import available_cpus
 from app.model.weights import load_model, resolve_weights
 from bench.lib.images import sample_photos
 from bench.lib.results import command_line, write_result
+from bench.lib.timing import median_s
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -40,13 +40,7 @@ def timed(forward: Forward, batch: torch.Tensor, seconds: float) -> float:
     with torch.inference_mode():
         for _ in range(2):
             forward(batch)
-        timings: list[float] = []
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or len(timings) < 3:
-            started = time.perf_counter()
-            forward(batch)
-            timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+        return median_s(lambda: forward(batch), seconds)[0]
 
 
 def fp32_eager(model: nn.Module, example: torch.Tensor) -> Forward:

@@ -8,6 +8,7 @@ targets.py          docs/PERFORMANCE.md's targets judged on a sweep
 machine.py          the machine a result was measured on
 results.py          where results go and how one is written (with its machine and command)
 memory.py           a process's peak resident memory over an interval
+timing.py           work timed in process (the median of repeated runs)
 images.py           the benchmark inputs (real photographs, a 12 MP JPEG)
 plot.py             a sweep as a picture
 """
