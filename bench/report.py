@@ -435,37 +435,17 @@ FILE_SECTIONS: dict[str, tuple[str, Callable[[Row], str]]] = {
 
 # Sections with a row per result file, the same benchmark run several ways: ((file, the row's
 # label), ...) and what the section makes of the rows (each the file's fields and its `label`).
+OVERLOAD_FILES = ("overload.json", "overload-niceness0.json", "overload-1thread.json")
+THREADS_FILES = ("threads-resnet18-default.json", "threads-resnet18-niceness0.json",
+                 "threads-resnet18-1thread.json")  # fmt: skip
+ROLLING_RUNS = (
+    ("rolling.json", "strict proxy (no retries), SIGTERM right after leaving the upstream"),
+    ("rolling-abrupt.json", "abrupt: SIGTERM while still in the upstream, recommended retries"),
+)
 RUN_SECTIONS: dict[str, tuple[tuple[tuple[str, str], ...], Callable[[list[Row]], str]]] = {
-    "overload": (
-        tuple(
-            zip(
-                ("overload.json", "overload-niceness0.json", "overload-1thread.json"),
-                THREAD_VARIANTS,
-                strict=True,
-            )
-        ),
-        overload,
-    ),
-    "threads": (
-        tuple(
-            zip(
-                (f"threads-resnet18-{key}.json" for key in ("default", "niceness0", "1thread")),
-                THREAD_VARIANTS,
-                strict=True,
-            )
-        ),
-        overload,
-    ),
-    "rolling": (
-        (
-            ("rolling.json", "strict proxy (no retries), SIGTERM right after leaving the upstream"),
-            (
-                "rolling-abrupt.json",
-                "abrupt: SIGTERM while still in the upstream, recommended retries",
-            ),
-        ),
-        rolling,
-    ),
+    "overload": (tuple(zip(OVERLOAD_FILES, THREAD_VARIANTS, strict=True)), overload),
+    "threads": (tuple(zip(THREADS_FILES, THREAD_VARIANTS, strict=True)), overload),
+    "rolling": (ROLLING_RUNS, rolling),
 }
 
 
