@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from bench.images import small_jpeg
+from bench.lib.images import small_jpeg
 from harness.process import ManagedProcess, app_process, free_port
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
