@@ -62,8 +62,12 @@ class ManagedProcess:
         log_path: Path,
         port: int,
         ready_path: str = "/ready",
+        cwd: Path = ROOT,
     ) -> None:
         self.command = list(command)
+        # Where it runs: `python -m app` imports the app of this checkout (another one, such as
+        # a git worktree of an older revision, to measure two revisions side by side).
+        self.cwd = cwd
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
@@ -75,7 +79,7 @@ class ManagedProcess:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.command,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -142,7 +146,9 @@ class ManagedProcess:
             self.terminate()
 
 
-def app_process(env: dict[str, str], *, log_path: Path, port: int | None = None) -> ManagedProcess:
+def app_process(
+    env: dict[str, str], *, log_path: Path, port: int | None = None, cwd: Path = ROOT
+) -> ManagedProcess:
     """`python -m app` with these SERVING_ settings on loopback; the gRPC port is a free one too
     (several servers run side by side), unless `env` names it."""
     port = port or free_port()
@@ -152,4 +158,4 @@ def app_process(env: dict[str, str], *, log_path: Path, port: int | None = None)
         "SERVING_GRPC_PORT": str(free_port()),
         **env,
     }
-    return ManagedProcess(app_command(), env=full_env, log_path=log_path, port=port)
+    return ManagedProcess(app_command(), env=full_env, log_path=log_path, port=port, cwd=cwd)

@@ -243,3 +243,11 @@ def test_process_cpu_is_read_from_proc() -> None:
     spent_own = time.process_time() - before_own
     # Clock ticks are 10 ms: the two clocks of one process agree to a few ticks.
     assert spent_proc == pytest.approx(spent_own, abs=0.05)
+
+
+def test_revisions_alternate_so_neither_is_always_first() -> None:
+    from bench.revisions import round_order
+
+    order = round_order(4)
+    assert order == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert order.count(0) == order.count(1) == 4
