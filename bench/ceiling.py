@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from app.images.decode import decode_image
@@ -30,6 +31,7 @@ from app.model.cpu import available_cpus, default_torch_threads
 from app.model.options import BackendChoice, DeviceChoice, Precision
 from app.model.runtime import ModelRuntime
 from app.model.weights import load_model, resolve_weights
+from app.serving.batcher import Array
 from bench.lib.images import sample_photos, small_jpeg
 from bench.lib.results import command_line, write_result
 from bench.lib.timing import median_s
@@ -78,9 +80,7 @@ def _synchronized(work: Callable[[], object]) -> None:
     torch.cuda.synchronize()
 
 
-def _pipeline(
-    runtime: ModelRuntime, decoded_batch: Callable[[int], torch.Tensor], size: int
-) -> torch.Tensor:
+def _pipeline(runtime: ModelRuntime, decoded_batch: Callable[[int], Array], size: int) -> Array:
     return runtime.infer(decoded_batch(size))
 
 
@@ -110,16 +110,16 @@ def measure(
     sync = runtime.device.type == "cuda"
     jpeg = small_jpeg()
 
-    def decoded_batch(size: int) -> torch.Tensor:
+    def decoded_batch(size: int) -> Array:
         images = []
         for _ in range(size):
             decoded = decode_image(jpeg, max_pixels=50_000_000, draft_short_side=pre.resize_size)
             images.append(pre(decoded.image))
-        return torch.stack(images)
+        return np.stack(images)
 
     results = []
     for size in batch_sizes:
-        batch = torch.stack([photos[i % len(photos)] for i in range(size)])
+        batch = np.stack([photos[i % len(photos)] for i in range(size)])
         kinds: list[tuple[str, Callable[[], object]]] = [
             ("model", functools.partial(runtime.infer, batch))
         ]

@@ -94,6 +94,44 @@ def private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
+def runtime_imports(path: Path) -> set[str]:
+    """Top-level package names imported when the module runs: `if TYPE_CHECKING:` blocks left
+    out (annotations only)."""
+
+    def walk(nodes: list[ast.stmt]) -> set[str]:
+        found: set[str] = set()
+        for node in nodes:
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                found |= walk(node.orelse)
+                continue
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.add(node.module.split(".")[0])
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    found |= walk([n for n in inner if isinstance(n, ast.stmt)])
+                    found |= walk(
+                        [s for h in inner if isinstance(h, ast.ExceptHandler) for s in h.body]
+                    )
+        return found
+
+    return walk(ast.parse(path.read_text()).body)
+
+
+def test_the_core_is_engine_neutral() -> None:
+    # numpy arrays between the stages: torch belongs to the model's backends (and the build).
+    engine = {"torch", "torchvision", "openvino"}
+    parts = ("app.serving", "app.images", "app.oip", "app.api", "app.calls", "app.memory")
+    offenders = {
+        name: sorted(runtime_imports(path) & engine)
+        for name, path in app_modules().items()
+        if name.startswith(parts)
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
 def test_no_private_name_is_imported_from_another_module() -> None:
     offenders = []
     for name, path in app_modules().items():

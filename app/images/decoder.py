@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import torch
+import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from app.errors import DeadlineExceededError, ImageTooLargeError, MemoryBusyError
@@ -45,7 +46,7 @@ TRIM_AFTER_BYTES = 32 * MIB
 
 @dataclass(frozen=True)
 class Preprocessed:
-    tensor: torch.Tensor
+    tensor: npt.NDArray[np.float32]  # (3, S, S), the model's input
     image_format: str
     image_size: tuple[int, int]
     decode_s: float

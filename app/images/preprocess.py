@@ -9,20 +9,24 @@ out rather than calling the torchvision module so the steps and their costs are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+import numpy.typing as npt
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms._presets import ImageClassification
 
+if TYPE_CHECKING:
+    from torchvision.transforms._presets import ImageClassification
+
+# torchvision's InterpolationMode values (its enum's `.value`) as Pillow's filters: read by value
+# so that this module needs no torchvision at run time.
 _PIL_RESAMPLE = {
-    InterpolationMode.NEAREST: Image.Resampling.NEAREST,
-    InterpolationMode.BILINEAR: Image.Resampling.BILINEAR,
-    InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
-    InterpolationMode.LANCZOS: Image.Resampling.LANCZOS,
-    InterpolationMode.BOX: Image.Resampling.BOX,
-    InterpolationMode.HAMMING: Image.Resampling.HAMMING,
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
 }
 
 
@@ -56,11 +60,11 @@ class Preprocessor:
             crop_size=int(transforms.crop_size[0]),
             mean=(mean[0], mean[1], mean[2]),
             std=(std[0], std[1], std[2]),
-            resample=_PIL_RESAMPLE[transforms.interpolation],
+            resample=_PIL_RESAMPLE[transforms.interpolation.value],
         )
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        """RGB PIL image -> float32 tensor (3, crop, crop), normalised."""
+    def __call__(self, image: Image.Image) -> npt.NDArray[np.float32]:
+        """RGB PIL image -> float32 array (3, crop, crop), normalised, C-contiguous."""
         width, height = image.size
         new_w, new_h = resized_size(width, height, self.resize_size)
         crop = self.crop_size
@@ -78,11 +82,11 @@ class Preprocessor:
             sx, sy = width / new_w, height / new_h
             box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
             image = image.resize((crop, crop), self.resample, box=box)
-        # numpy, not torch, for the arithmetic: single-threaded, so decode threads never start
-        # torch's intra-op pool behind the model's back. Same float32 operations in the same
+        # numpy for the arithmetic: single-threaded, so decode threads never start an engine's
+        # thread pool behind the model's back. Same float32 operations in the same
         # order as torchvision (x / 255, - mean, / std), hence the same bits.
         pixels = np.asarray(image, dtype=np.uint8).astype(np.float32)
         pixels /= np.float32(255)
         pixels -= np.asarray(self.mean, dtype=np.float32)
         pixels /= np.asarray(self.std, dtype=np.float32)
-        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))

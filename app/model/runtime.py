@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -29,6 +31,15 @@ from app.model.weights import LoadedModel, WeightsSource
 __all__ = ["ModelRuntime", "RuntimeInfo", "RuntimePlan", "plan_runtime", "resolve_backend"]
 
 log = logging.getLogger(__name__)
+
+
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Row-wise softmax in float32, as torch.softmax computes it: the row's maximum taken off
+    first, so large logits cannot overflow."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exps: npt.NDArray[np.float32] = np.exp(shifted, dtype=np.float32)
+    probabilities: npt.NDArray[np.float32] = exps / exps.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def wants_gpu(choice: DeviceChoice) -> bool:
@@ -187,19 +198,18 @@ class ModelRuntime:
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) float32 -> (N, classes) float32 logits, on the model's device."""
+    def logits(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(N, 3, H, W) float32 -> (N, classes) float32 logits."""
         return self._engine.logits(batch)
 
-    def infer(self, batch: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) float32 -> (N, classes) float32 softmax probabilities, on the CPU."""
-        with torch.inference_mode():
-            return torch.softmax(self.logits(batch), dim=1).cpu()
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(N, 3, H, W) float32 -> (N, classes) float32 softmax probabilities."""
+        return softmax(self.logits(batch))
 
     def warm_up(self, batch_sizes: Iterable[int], image_size: int) -> float:
         """Real forward passes at every batch size given, so the first requests do not pay for
         compilation, kernel selection or allocator growth. Returns the seconds spent."""
         started = time.perf_counter()
         for size in sorted(set(batch_sizes)):
-            self.infer(torch.zeros(size, 3, image_size, image_size))
+            self.infer(np.zeros((size, 3, image_size, image_size), dtype=np.float32))
         return time.perf_counter() - started

@@ -10,9 +10,9 @@ from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from app.oip.model import Scores
+from app.serving.batcher import Array
 from app.serving.pipeline import ImageSource
 from app.serving.service import Service
 
@@ -58,8 +58,8 @@ class ServedModel:
         return await self._scores(deadline, [_given(data) for data in images])
 
     async def scores_from_tensor(self, batch: npt.NDArray[np.float32], deadline: float) -> Scores:
-        rows = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        return await self._scores(deadline, [_given(row.clone()) for row in rows])
+        rows = np.array(batch, dtype=np.float32, order="C")  # a copy: the request's buffer may go
+        return await self._scores(deadline, [_given(row) for row in rows])
 
     async def _scores(self, deadline: float, images: Sequence[ImageSource]) -> Scores:
         """All the images of one call on one admission ticket; the first that fails fails
@@ -69,12 +69,11 @@ class ServedModel:
             scored = await self._service.pipeline.score_many(ticket, images, fail_fast=True)
         finally:
             ticket.release()
-        rows = [item.probabilities.numpy() for item in scored]
-        return np.stack(rows).astype(np.float32, copy=False)
+        return np.stack([item.probabilities for item in scored]).astype(np.float32, copy=False)
 
 
-def _given(image: bytes | torch.Tensor) -> ImageSource:
-    async def source() -> bytes | torch.Tensor:
+def _given(image: bytes | Array) -> ImageSource:
+    async def source() -> bytes | Array:
         return image
 
     return source

@@ -22,14 +22,18 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
 from app.errors import DeadlineExceededError, InferenceError, NotReadyError
 from app.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-InferFn = Callable[[torch.Tensor], torch.Tensor]
+# Images and probabilities are float32 numpy arrays: the core is engine-neutral, and only a
+# backend knows its engine's tensors (app/model/backends/).
+Array = npt.NDArray[np.float32]
+InferFn = Callable[[Array], Array]
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,8 @@ class BatchTiming:
 
 @dataclass
 class _Pending:
-    tensor: torch.Tensor
-    future: asyncio.Future[tuple[torch.Tensor, BatchTiming]]
+    tensor: Array
+    future: asyncio.Future[tuple[Array, BatchTiming]]
     enqueued: float
     deadline: float | None
 
@@ -145,8 +149,8 @@ class Batcher:
         return remaining + batches * per_batch
 
     async def submit(
-        self, tensor: torch.Tensor, *, deadline: float | None = None
-    ) -> tuple[torch.Tensor, BatchTiming]:
+        self, tensor: Array, *, deadline: float | None = None
+    ) -> tuple[Array, BatchTiming]:
         """Queue one preprocessed image; returns its probability row and timings. Admission
         (app/serving/admission.py) has decided already that it may come; the queue only refuses
         once it is closed (draining: NotReadyError), and raises DeadlineExceededError when the
@@ -159,7 +163,7 @@ class Batcher:
         if deadline is not None and now > deadline:
             self._metrics.rejected.labels(reason="deadline").inc()
             raise DeadlineExceededError("the request's deadline passed before it reached the queue")
-        future: asyncio.Future[tuple[torch.Tensor, BatchTiming]] = (
+        future: asyncio.Future[tuple[Array, BatchTiming]] = (
             asyncio.get_running_loop().create_future()
         )
         self._queue.put_nowait(_Pending(tensor, future, now, deadline))
@@ -208,11 +212,11 @@ class Batcher:
             live.append(pending)
         return live
 
-    def _infer_batch(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+    def _infer_batch(self, tensors: list[Array]) -> Array:
         """One forward pass over the batch, on the model thread. Stacking copies every image
         (0.6 MB at 224 px, fp32), so it happens here rather than on the event loop, and a lone
         image (the common case at low load) is only viewed as a batch of one."""
-        batch = tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+        batch = tensors[0][np.newaxis] if len(tensors) == 1 else np.stack(tensors)
         return self._infer(batch)
 
     async def _collect(self) -> None:

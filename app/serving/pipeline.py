@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, overload
 
-import torch
+import numpy as np
 
 from app.errors import NotReadyError, ServingError
 from app.images.decoder import ImageDecoder, Preprocessed
@@ -25,7 +25,7 @@ from app.images.fetch import RoomFor, UrlFetcher
 from app.memory.bodies import SINGLE_IMAGE_HELD, BodyMemory
 from app.model.host import Engine
 from app.serving.admission import Ticket
-from app.serving.batcher import Batcher, BatchTiming
+from app.serving.batcher import Array, Batcher, BatchTiming
 from app.telemetry.metrics import Metrics
 
 
@@ -58,15 +58,15 @@ class Scored:
     """One image's full probability row (protocols return every class), how its batch ran, and
     what its decode found (None for an image that came preprocessed, as a tensor)."""
 
-    probabilities: torch.Tensor
+    probabilities: Array
     timing: BatchTiming
     decoded: Preprocessed | None = None
 
 
 # One image of a request, as `score_many` takes it: a coroutine that reads its bytes (decoded
-# here) or hands over an already preprocessed tensor [3, S, S]. Reading inside the image's own
-# task keeps a multipart batch's per-file checks (type, size) per file.
-ImageSource = Callable[[], Awaitable[bytes | torch.Tensor]]
+# here) or hands over an already preprocessed float32 array [3, S, S]. Reading inside the
+# image's own task keeps a multipart batch's per-file checks (type, size) per file.
+ImageSource = Callable[[], Awaitable[bytes | Array]]
 
 
 class RequestPipeline:
@@ -147,25 +147,28 @@ class RequestPipeline:
         self.metrics.image_decode_duration.observe(result.decode_s)
         return result
 
-    async def score(self, tensor: torch.Tensor, ticket: Ticket) -> Scored:
+    async def score(self, tensor: Array, ticket: Ticket) -> Scored:
         """One preprocessed image [3, S, S] through the batch queue and the model."""
         _, batcher = self._running()
         ticket.hand_off()
         probabilities, timing = await batcher.submit(tensor, deadline=ticket.deadline)
         return Scored(probabilities, timing)
 
-    def top_k(self, probabilities: torch.Tensor, k: int) -> list[ClassScore]:
+    def top_k(self, probabilities: Array, k: int) -> list[ClassScore]:
         engine, _ = self._running()
-        scores, indices = torch.topk(probabilities, min(k, probabilities.shape[0]))
+        k = min(k, probabilities.shape[0])
+        # The k largest, highest first; among equal scores the lower class id first.
+        best = np.argpartition(-probabilities, k - 1)[:k]
+        best = best[np.lexsort((best, -probabilities[best]))]
         return [
-            ClassScore(label=engine.labels[i], class_id=i, score=float(p))
-            for p, i in zip(scores.tolist(), indices.tolist(), strict=True)
+            ClassScore(label=engine.labels[i], class_id=i, score=float(probabilities[i]))
+            for i in best.tolist()
         ]
 
-    def count(self, probabilities: torch.Tensor) -> None:
+    def count(self, probabilities: Array) -> None:
         """Prediction metrics for one classified image: the count and its top-1 class."""
         engine, _ = self._running()
-        top1 = int(torch.argmax(probabilities))
+        top1 = int(np.argmax(probabilities))
         self.metrics.prediction_count.labels(model=self.model_name).inc()
         self.metrics.predicted_class.labels(
             model=self.model_name, class_name=engine.labels[top1]

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads(available_cpus())
     source = resolve_weights(args.model, "random", allow_download=False)
     pre = Preprocessor.from_transforms(source.meta_weights.transforms())
-    photos = torch.stack([pre(p) for p in sample_photos()])
+    photos = torch.stack([torch.from_numpy(pre(p)) for p in sample_photos()])
     batch8 = torch.cat([photos, photos])[:8]
     reference = load_model(source).model.eval()
     with torch.inference_mode():

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import torch
+import numpy as np
 
 from bench.experiments.flamegraph import build_tree, parse_collapsed, render_svg
 from bench.lib.images import small_jpeg
@@ -176,7 +176,7 @@ class InProcessModel:
                 backend=BackendChoice.AUTO,
             )
         ).result()
-        self._image = torch.rand(1, 3, 224, 224)
+        self._image = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
         self._thread.submit(self.runtime.warm_up, [1], 224).result()
 
     def turn(self, seconds: float) -> Turn:

@@ -10,11 +10,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
-import torch
 
 from app.errors import DeadlineExceededError, InferenceError, NotReadyError
-from app.serving.batcher import Batcher
+from app.serving.batcher import Array, Batcher
 from app.telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -30,15 +30,15 @@ class SlowIdentity:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: Array) -> Array:
         self.gate.wait(10)
         time.sleep(self.seconds)
         self.batches.append(batch.shape[0])
-        return batch.flatten(1)[:, :4].clone()
+        return batch.reshape(batch.shape[0], -1)[:, :4].copy()
 
 
-def item(value: float) -> torch.Tensor:
-    return torch.full((3, 2, 2), value)
+def item(value: float) -> Array:
+    return np.full((3, 2, 2), value, dtype=np.float32)
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ async def make_batcher() -> AsyncIterator[Callable[..., Batcher]]:
     executor = ThreadPoolExecutor(max_workers=1)
     made: list[Batcher] = []
 
-    def factory(infer: Callable[[torch.Tensor], torch.Tensor], **kwargs: float) -> Batcher:
+    def factory(infer: Callable[[Array], Array], **kwargs: float) -> Batcher:
         options: dict[str, float] = {
             "max_batch_size": 4,
             "max_delay_s": 0.0,
@@ -149,11 +149,11 @@ async def test_model_failure_reaches_every_caller_and_the_worker_survives(
 ) -> None:
     calls = {"n": 0}
 
-    def flaky(batch: torch.Tensor) -> torch.Tensor:
+    def flaky(batch: Array) -> Array:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("boom")
-        return batch.flatten(1)[:, :4]
+        return batch.reshape(batch.shape[0], -1)[:, :4]
 
     batcher = make_batcher(flaky)
     with pytest.raises(InferenceError):

@@ -9,11 +9,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.model import runtime
+from app.serving.batcher import Array
 from conftest import make_settings, wait_ready
 from helpers.predict import post_photo
 
@@ -28,7 +28,7 @@ def test_deadline_passing_in_the_queue_is_504_and_never_runs(
     ran: list[int] = []
     real_infer = runtime.ModelRuntime.infer
 
-    def stalled_infer(self: runtime.ModelRuntime, batch: torch.Tensor) -> torch.Tensor:
+    def stalled_infer(self: runtime.ModelRuntime, batch: Array) -> Array:
         if stalling.is_set():  # not during warm-up
             gate.wait(30)
             ran.append(batch.shape[0])

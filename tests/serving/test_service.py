@@ -9,12 +9,13 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
-import torch
 
 from app.errors import InvalidImageError, NotReadyError, OverloadedError
+from app.model.runtime import softmax
 from app.serving.admission import Admission
-from app.serving.batcher import Batcher
+from app.serving.batcher import Array, Batcher
 from app.serving.service import Service
 from app.telemetry.metrics import Metrics
 from conftest import make_settings
@@ -42,10 +43,10 @@ class GatedModel:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: Array) -> Array:
         self.gate.wait(10)
         time.sleep(self.seconds)
-        return torch.softmax(batch.flatten(1)[:, :4], dim=1)
+        return softmax(batch.reshape(batch.shape[0], -1)[:, :4])
 
 
 @pytest.fixture
@@ -96,13 +97,13 @@ async def test_an_image_handed_to_the_queue_is_counted_once(
     admission = door(batcher, size=3)
     running = admission.admit(later())
     running.hand_off()
-    first = asyncio.create_task(batcher.submit(torch.zeros(3, 2, 2)))
+    first = asyncio.create_task(batcher.submit(np.zeros((3, 2, 2), dtype=np.float32)))
     await asyncio.sleep(0.05)  # at the model, held at the gate: neither held nor queued
     queued = []
     for _ in range(3):
         ticket = admission.admit(later())
         ticket.hand_off()
-        queued.append(asyncio.create_task(batcher.submit(torch.zeros(3, 2, 2))))
+        queued.append(asyncio.create_task(batcher.submit(np.zeros((3, 2, 2), dtype=np.float32))))
     await asyncio.sleep(0.05)
     assert (admission.held, batcher.depth) == (0, 3)
     with pytest.raises(OverloadedError, match="3 images are already waiting"):
@@ -131,8 +132,12 @@ async def test_an_expected_wait_past_the_deadline_is_refused_at_the_door(
     batcher, model = queue
     model.seconds = 0.2
     admission = door(batcher, size=100)
-    await batcher.submit(torch.zeros(3, 2, 2))  # the queue learns the batch time (~0.2 s)
-    waiting = [asyncio.create_task(batcher.submit(torch.zeros(3, 2, 2))) for _ in range(5)]
+    await batcher.submit(
+        np.zeros((3, 2, 2), dtype=np.float32)
+    )  # the queue learns the batch time (~0.2 s)
+    waiting = [
+        asyncio.create_task(batcher.submit(np.zeros((3, 2, 2), dtype=np.float32))) for _ in range(5)
+    ]
     await asyncio.sleep(0.01)
     with pytest.raises(OverloadedError, match="expected wait"):
         admission.admit(time.monotonic() + 0.3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class InferenceBackend(Protocol):
 
     info: RuntimeInfo
 
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) float32 on the CPU -> (N, classes) float32 logits (any device)."""
+    def logits(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(N, 3, H, W) float32 -> (N, classes) float32 logits, numpy arrays in host memory:
+        the engine's own tensors stay inside the backend."""
         ...

@@ -81,7 +81,7 @@ def calibration_inputs(source: WeightsSource) -> list[np.ndarray[Any, np.dtype[n
     for name in CALIBRATION_PHOTOS:
         with Image.open(folder / name) as img:
             rgb = img.convert("RGB")
-        inputs += [pre(view).numpy()[None] for view in _views(rgb)]
+        inputs += [pre(view)[None] for view in _views(rgb)]
     return inputs
 
 

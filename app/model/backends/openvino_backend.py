@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -144,8 +145,8 @@ class OpenVINOBackend:
             extra={"precision_hint": hint, "runs_in": runs_in, "threads": threads},
         )
 
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(batch.numpy(), dtype=np.float32)
+    def logits(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
         self._request.infer({0: x}, share_inputs=True)
-        out = self._request.get_output_tensor(0).data
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        # A copy: the request's output buffer is reused by the next inference.
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import warnings
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -99,9 +101,9 @@ class TorchBackend:
             num_threads=num_threads,
         )
 
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+    def logits(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         with torch.inference_mode():
-            x = batch.to(device=self.device, dtype=self.dtype, non_blocking=True)
+            x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
             out: torch.Tensor = self._model(x)
-            return out.float()
+            return out.float().cpu().numpy()
