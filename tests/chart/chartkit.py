@@ -13,6 +13,9 @@ TOOLS = ROOT / ".tools"
 SCHEMAS = TOOLS / "schemas"
 VALUES_DEV = ROOT / "values-dev.yaml"
 VALUES_PROD = ROOT / "values-prod.yaml"
+# An overlay: always rendered on top of values-prod.yaml, as its header says.
+VALUES_GPU = ROOT / "values-gpu.yaml"
+VALUES_PROD_GPU = (VALUES_PROD, VALUES_GPU)
 RELEASE = "rel"
 # ServiceMonitor and PrometheusRule are off in the chart's defaults (they need the
 # prometheus-operator CRDs); tests of those objects under the defaults turn them on.

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from app.settings.config import ENV_PREFIX, Settings, env_default
-from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, Render, only
+from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, VALUES_PROD_GPU, Render, only
 
 # Settings that come from a Secret, never from the ConfigMap (values `apiKeys`).
 SECRET_SETTINGS: frozenset[str] = frozenset({"SERVING_API_KEYS"})
@@ -23,6 +23,9 @@ SECRET_SETTINGS: frozenset[str] = frozenset({"SERVING_API_KEYS"})
 CHART_OVERRIDES = {
     # The image bakes the weights in and the root filesystem is read-only: fail fast.
     "SERVING_ALLOW_WEIGHTS_DOWNLOAD": "false",
+    # The default image is the CPU image, which has no torch: it serves the OpenVINO IR baked
+    # into it there (values-gpu.yaml empties it for the GPU image).
+    "SERVING_MODEL_DIR": "/opt/model",
 }
 
 
@@ -37,7 +40,9 @@ def configmap_data(render: Render, values: tuple[Path, ...]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+    "values",
+    [(), (VALUES_DEV,), (VALUES_PROD,), VALUES_PROD_GPU],
+    ids=["defaults", "dev", "prod", "prod+gpu"],
 )
 def test_configmap_has_every_setting_and_nothing_else(
     render: Render, values: tuple[Path, ...]
@@ -67,7 +72,9 @@ def test_chart_defaults_equal_the_apps_except_the_documented_ones(render: Render
 
 
 @pytest.mark.parametrize(
-    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+    "values",
+    [(), (VALUES_DEV,), (VALUES_PROD,), VALUES_PROD_GPU],
+    ids=["defaults", "dev", "prod", "prod+gpu"],
 )
 def test_rendered_settings_are_valid_for_the_app(
     render: Render, values: tuple[Path, ...], monkeypatch: pytest.MonkeyPatch

@@ -1,4 +1,5 @@
-"""`helm lint --strict` with the chart's defaults, values-dev.yaml and values-prod.yaml."""
+"""`helm lint --strict` with the chart's defaults, values-dev.yaml, values-prod.yaml and
+values-gpu.yaml on top of values-prod.yaml."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from chart.chartkit import VALUES_DEV, VALUES_PROD, Helm
+from chart.chartkit import VALUES_DEV, VALUES_PROD, VALUES_PROD_GPU, Helm
 
 
 @pytest.mark.parametrize(
-    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+    "values",
+    [(), (VALUES_DEV,), (VALUES_PROD,), VALUES_PROD_GPU],
+    ids=["defaults", "dev", "prod", "prod+gpu"],
 )
 def test_helm_lint_strict(helm: Helm, offline_chart: Path, values: tuple[Path, ...]) -> None:
     args = ["lint", "--strict", str(offline_chart)]

@@ -12,6 +12,7 @@ from chart.chartkit import (
     MONITORING_ON,
     VALUES_DEV,
     VALUES_PROD,
+    VALUES_PROD_GPU,
     Helm,
     Manifest,
     Render,
@@ -21,9 +22,14 @@ from chart.chartkit import (
 
 # The chart's kubeVersion floor and a current release (schemas laid out by scripts/install.sh).
 KUBERNETES_VERSIONS = ("1.27.0", "1.34.0")
-VALUE_SETS = {"defaults": (), "dev": (VALUES_DEV,), "prod": (VALUES_PROD,)}
+VALUE_SETS = {
+    "defaults": (),
+    "dev": (VALUES_DEV,),
+    "prod": (VALUES_PROD,),
+    "prod+gpu": VALUES_PROD_GPU,
+}
 # With the defaults, the monitoring objects are off: turn them on where they are checked.
-EXTRA = {"defaults": MONITORING_ON, "dev": (), "prod": ()}
+EXTRA = {"defaults": MONITORING_ON, "dev": (), "prod": (), "prod+gpu": ()}
 # Every optional resource on, to validate each template at least once.
 ALL_ON = (
     *MONITORING_ON,

@@ -1,4 +1,5 @@
-"""values-dev.yaml and values-prod.yaml: what each promises, and the subchart keys dev relies on.
+"""values-dev.yaml, values-prod.yaml and values-gpu.yaml (an overlay on values-prod.yaml): what
+each promises, and the subchart keys dev relies on.
 
 The kube-prometheus-stack chart cannot be downloaded here, so its values.yaml for the pinned
 version was read once and the keys that values-dev.yaml relies on were recorded in
@@ -27,7 +28,15 @@ from typing import Any
 import pytest
 import yaml
 
-from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, Render, only
+from chart.chartkit import (
+    CHART,
+    VALUES_DEV,
+    VALUES_GPU,
+    VALUES_PROD,
+    VALUES_PROD_GPU,
+    Render,
+    only,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kube-prometheus-stack-values-keys.yaml"
 SUBCHART = "kube-prometheus-stack"
@@ -209,10 +218,77 @@ def test_prod_sizes_resources_for_resnet50_on_cpu_and_spreads_over_nodes(render:
         assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rel"
 
 
+# --- values-gpu.yaml (on top of values-prod.yaml) ----------------------------------------------
+def _app_version() -> str:
+    version: str = load(CHART / "Chart.yaml")["appVersion"]
+    return version
+
+
+def test_gpu_says_it_goes_on_top_of_prod_and_overrides_only_the_gpu_part() -> None:
+    text = VALUES_GPU.read_text()
+    header = text.split("\n\n", 1)[0]
+    assert "-f values-prod.yaml -f values-gpu.yaml" in header.replace("\\\n#", "")
+    assert "nvidia.com/gpu" in header
+    # An overlay: replicas, HPA, PDB, spread and monitoring stay values-prod.yaml's.
+    assert set(load(VALUES_GPU)) == {"image", "config", "resources", "nodeSelector", "tolerations"}
+    # Its CPU and memory figures are estimates, and say so.
+    assert "not measured" in text.lower()
+
+
+def test_gpu_on_prod_runs_the_gpu_image_on_gpu_nodes_with_one_gpu(render: Render) -> None:
+    manifests = render(VALUES_PROD_GPU)
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == f"ghcr.io/resnet-serving/resnet-serving:{_app_version()}-gpu"
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    # Kubernetes takes an extended resource's request from its limit; a different one is refused.
+    assert resources["requests"].get("nvidia.com/gpu", 1) == 1
+    for name in ("cpu", "memory"):
+        assert resources["requests"][name] == resources["limits"][name]  # Guaranteed QoS
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    data = only(manifests, "ConfigMap", "rel-resnet-serving")["data"]
+    assert data["SERVING_MODEL_DIR"] == ""  # no IR in the GPU image
+    assert data["SERVING_DEVICE"] == "cuda"
+    assert data["SERVING_LOG_FORMAT"] == "json"  # values-prod.yaml's settings stay
+
+
+def test_gpu_on_prod_keeps_prods_scaling_spread_and_monitoring(render: Render) -> None:
+    prod = render([VALUES_PROD])
+    gpu = render(VALUES_PROD_GPU)
+    assert {m["kind"] for m in gpu} == {m["kind"] for m in prod}
+    assert (
+        only(gpu, "HorizontalPodAutoscaler")["spec"]
+        == only(prod, "HorizontalPodAutoscaler")["spec"]
+    )
+    spread = only(gpu, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert (
+        spread == only(prod, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    )
+    assert only(gpu, "ServiceMonitor")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.mark.parametrize(
+    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+)
+def test_the_other_files_run_the_cpu_image_with_its_baked_ir(
+    render: Render, values: tuple[Path, ...]
+) -> None:
+    manifests = render(values)
+    image = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert not image.endswith("-gpu")
+    assert only(manifests, "ConfigMap", "rel-resnet-serving")["data"]["SERVING_MODEL_DIR"] == (
+        "/opt/model"
+    )
+
+
 def test_values_files_only_set_keys_the_chart_knows() -> None:
     # values.schema.json refuses unknown top-level keys; this says which file has one.
     known = set(load(CHART / "values.yaml"))
-    for path in (VALUES_DEV, VALUES_PROD):
+    for path in (VALUES_DEV, VALUES_PROD, VALUES_GPU):
         assert set(load(path)) - known == set(), path.name
 
 

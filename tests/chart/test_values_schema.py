@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from chart.chartkit import VALUES_DEV, VALUES_PROD, Helm, Render, only, template_args
+from chart.chartkit import (
+    VALUES_DEV,
+    VALUES_PROD,
+    VALUES_PROD_GPU,
+    Helm,
+    Render,
+    only,
+    template_args,
+)
 
 BAD_VALUES: dict[str, tuple[list[str], str]] = {
     # image
@@ -18,6 +26,7 @@ BAD_VALUES: dict[str, tuple[list[str], str]] = {
     ),
     "image digest that is no sha256": (["image.digest=latest"], "/image/digest"),
     "unknown pull policy": (["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+    "unknown image variant": (["image.variant=cuda"], "/image/variant"),
     # replicas
     "negative replicas": (["replicaCount=-1"], "/replicaCount"),
     "replicas as text": (["replicaCount=three"], "/replicaCount"),
@@ -104,7 +113,9 @@ def test_schema_takes_registry_forms(helm: Helm, offline_chart: Path, repository
 
 
 @pytest.mark.parametrize(
-    "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
+    "values",
+    [(), (VALUES_DEV,), (VALUES_PROD,), VALUES_PROD_GPU],
+    ids=["defaults", "dev", "prod", "prod+gpu"],
 )
 def test_shipped_values_pass_the_schema(render: Render, values: tuple[Path, ...]) -> None:
     assert only(render(values), "Deployment")

@@ -85,14 +85,46 @@ The ServiceAccount the pods run as.
 {{- end }}
 
 {{/*
-The container image: repository@digest when a digest is set, else repository:tag with the
-chart's appVersion as the default tag.
+The container image: repository@digest when a digest is set, else repository:tag. The default
+tag is the chart's appVersion for the CPU image and "<appVersion>-gpu" for the GPU image
+(image.variant): the tags the workflow publishes.
 */}}
 {{- define "resnet-serving.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- $tag := .Values.image.tag | toString }}
+{{- if not .Values.image.tag }}
+{{- $tag = .Chart.AppVersion | toString }}
+{{- if eq (include "resnet-serving.variant" .) "gpu" }}
+{{- $tag = printf "%s-gpu" $tag }}
+{{- end }}
+{{- end }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+Which build of the image runs: cpu (the default) or gpu.
+*/}}
+{{- define "resnet-serving.variant" -}}
+{{- .Values.image.variant | default "cpu" }}
+{{- end }}
+
+{{/*
+The two images differ in how they hold the model, and SERVING_MODEL_DIR must say which: the CPU
+image has no torch and serves only the OpenVINO IR baked into it (SERVING_MODEL_DIR names it);
+the GPU image has no IR and loads the weights with torch (SERVING_MODEL_DIR empty). Either
+mismatch makes the app exit at start-up: fail at render time instead, naming the values.
+*/}}
+{{- define "resnet-serving.checkVariant" -}}
+{{- $modelDir := include "resnet-serving.settingValue" .Values.config.SERVING_MODEL_DIR }}
+{{- $variant := include "resnet-serving.variant" . }}
+{{- if and (eq $variant "gpu") $modelDir }}
+{{- fail (printf "image.variant gpu: the GPU image has no build-time OpenVINO IR; set config.SERVING_MODEL_DIR to \"\" (it is %q; values-gpu.yaml sets it empty)" $modelDir) }}
+{{- end }}
+{{- if and (eq $variant "cpu") (not $modelDir) }}
+{{- fail "image.variant cpu: the CPU image has no torch to load the model at start-up; config.SERVING_MODEL_DIR must name the OpenVINO IR baked into it (/opt/model), or use image.variant gpu" }}
 {{- end }}
 {{- end }}
 
