@@ -3,17 +3,21 @@
 # dev extra pins (scripts/install.sh puts it in .venv). One command after any change to
 # pyproject.toml's dependencies; requirements/README.md says which file installs where.
 #
-#   requirements/dev-pypi.txt      every dependency and extra, and the build backend; PyPI's torch
-#   requirements/runtime-pypi.txt  [project].dependencies only (the image); PyPI's torch
-#   requirements/dev-cpu.txt       as dev-pypi.txt, torch and torchvision from the CPU-only index
-#   requirements/runtime-cpu.txt   as runtime-pypi.txt, torch and torchvision from that index
-#   requirements/pip.txt           the pip that installs the others (the dev extra's pin), alone:
-#                                  install.sh and the Dockerfile put it in first
+#   requirements/dev-pypi.txt     every dependency and extra, and the build backend; PyPI's torch
+#   requirements/dev-cpu.txt      as dev-pypi.txt, torch and torchvision from the CPU-only index
+#   requirements/runtime-cpu.txt  [project].dependencies only, no torch: the image's cpu target
+#   requirements/runtime-gpu.txt  those and the torch extra, PyPI's (CUDA) torch: the gpu target
+#   requirements/build-pypi.txt   those and the torch and int8 extras, PyPI's torch: the image's
+#                                 converter stage with TORCH_INDEX_URL empty
+#   requirements/build-cpu.txt    as build-pypi.txt, torch and torchvision from the CPU-only
+#                                 index: the converter stage by default
+#   requirements/pip.txt          the pip that installs the others (the dev extra's pin), alone:
+#                                 install.sh and the Dockerfile put it in first
 #
 # For CPython 3.11 on x86_64 Linux (manylinux_2_28); every file of each pinned version is hashed.
 # dev-pypi.txt is resolved first and keeps the versions it holds (uv prefers the pins of the
-# file it rewrites; pass `--upgrade-package NAME` or `--upgrade` to move them); the other three
-# are constrained to its versions, so that the image runs what the tests ran.
+# file it rewrites; pass `--upgrade-package NAME` or `--upgrade` to move them); the others are
+# constrained to its versions, so that the images run what the tests ran.
 #
 # Usage: scripts/lock.sh [--check] [--cpu-from=auto|index|recorded] [uv pip compile options]
 #   --check        regenerate in a temporary copy and diff with requirements/: exit 1 when they
@@ -23,8 +27,9 @@
 #   --cpu-from=recorded  where it does not (these machines): the CPU locks are resolved against
 #                        PyPI with the CPU wheel's dependencies (requirements/torch-cpu.toml),
 #                        and torch's and torchvision's +cpu hashes are carried over from the
-#                        committed CPU locks (scripts/lockfile.py); a new torch version cannot be
-#                        locked this way
+#                        committed CPU lock itself (scripts/lockfile.py), or, for a CPU lock
+#                        not committed yet, from requirements/dev-cpu.txt; a new torch version
+#                        cannot be locked this way
 #   --cpu-from=auto      (default) index when it answers, recorded otherwise, and says which
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +37,7 @@ ROOT=$PWD
 UV=${UV:-$ROOT/.venv/bin/uv}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 CPU_INDEX=https://download.pytorch.org/whl/cpu
-LOCKS=(dev-pypi runtime-pypi dev-cpu runtime-cpu pip)
+LOCKS=(dev-pypi dev-cpu runtime-cpu runtime-gpu build-pypi build-cpu pip)
 
 die() { echo "lock.sh: $*" >&2; exit 1; }
 note() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -103,16 +108,26 @@ compile() {  # compile OUTPUT [uv pip compile arguments]
 build_requires() {
   "$PYTHON" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))'
 }
+# The lock whose torch and torchvision +cpu entries --cpu-from=recorded carries over: the CPU
+# lock's own committed version, or, for a new CPU lock, this one (rewritten before the others).
+CPU_SOURCE=requirements/dev-cpu.txt
 cpu_lock() {  # cpu_lock NAME [uv pip compile arguments]
-  local out=requirements/$1.txt previous
+  local out=requirements/$1.txt source previous
   shift
   if [ "$cpu_from" = index ]; then
     compile "$out" --no-config --torch-backend cpu "$@"
     return
   fi
-  [ -f "$out" ] || die "$out is missing: its first version needs $CPU_INDEX (--cpu-from=index)"
+  source=$out
+  if [ ! -f "$source" ]; then
+    if [ "$out" = "$CPU_SOURCE" ] || [ ! -f "$CPU_SOURCE" ]; then
+      die "$out is missing: its +cpu hashes need $CPU_INDEX (--cpu-from=index)"
+    fi
+    source=$CPU_SOURCE
+    note "$out is new: torch's and torchvision's +cpu entries from $source"
+  fi
   previous=$(mktemp)
-  cp "$out" "$previous"
+  cp "$source" "$previous"
   compile "$out" --config-file requirements/torch-cpu.toml "$@"
   "$PYTHON" "$ROOT/scripts/lockfile.py" carry-over "$previous" "$out" torch torchvision
   rm -f "$previous"
@@ -125,12 +140,19 @@ note "requirements/pip.txt"
 pip_pin=$(sed -n 's/^ *"pip==\([^"]*\)",.*$/\1/p' pyproject.toml)
 [ -n "$pip_pin" ] || die "pyproject.toml's dev extra pins no pip"
 echo "pip==$pip_pin" | compile requirements/pip.txt --no-config -
-note "requirements/runtime-pypi.txt"
-compile requirements/runtime-pypi.txt --no-config pyproject.toml -c requirements/dev-pypi.txt
 note "requirements/dev-cpu.txt"
 build_requires | cpu_lock dev-cpu pyproject.toml - --all-extras -c requirements/dev-pypi.txt
+# No torch in it, so no torch index either: the same file whatever --cpu-from says.
 note "requirements/runtime-cpu.txt"
-cpu_lock runtime-cpu pyproject.toml -c requirements/dev-pypi.txt
+compile requirements/runtime-cpu.txt --no-config pyproject.toml -c requirements/dev-pypi.txt
+note "requirements/runtime-gpu.txt"
+compile requirements/runtime-gpu.txt --no-config pyproject.toml --extra torch \
+  -c requirements/dev-pypi.txt
+note "requirements/build-pypi.txt"
+compile requirements/build-pypi.txt --no-config pyproject.toml --extra torch --extra int8 \
+  -c requirements/dev-pypi.txt
+note "requirements/build-cpu.txt"
+cpu_lock build-cpu pyproject.toml --extra torch --extra int8 -c requirements/dev-pypi.txt
 
 if [ "$check" = 0 ]; then
   note "done: requirements/{$(IFS=,; echo "${LOCKS[*]}")}.txt"

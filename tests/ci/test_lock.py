@@ -1,6 +1,7 @@
 """The hash-locked requirement files (requirements/*.txt, scripts/lock.sh) against
-pyproject.toml, offline: every pin of every extra in the lock at the same version, every entry
-hashed, the four locks agreeing with one another, and every installation path (install.sh, the
+pyproject.toml, offline: every pin of each lock's extras in it at the same version, every entry
+hashed, the locks agreeing with one another (the torch-free runtime without torch, the CPU locks
+with the CPU-only index's torch and no CUDA), and every installation path (install.sh, the
 Dockerfile, the workflow) installing from them with hashes required. `scripts/lock.sh --check`
 regenerates them for real (network), in the workflow's lint job."""
 
@@ -23,7 +24,18 @@ from scripts import lockfile
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements"
 PYPROJECT = ROOT / "pyproject.toml"
-LOCKS = ("dev-pypi", "runtime-pypi", "dev-cpu", "runtime-cpu")
+# Each lock, and the extras it holds beside [project].dependencies (None: every extra).
+EXTRAS: dict[str, tuple[str, ...] | None] = {
+    "dev-pypi": None,  # scripts/install.sh, TORCH_INDEX_URL unset
+    "dev-cpu": None,  # scripts/install.sh, TORCH_INDEX_URL=<the CPU-only index>
+    "runtime-cpu": (),  # the image's cpu target: no torch
+    "runtime-gpu": ("torch",),  # the image's gpu target: PyPI's (CUDA) torch
+    "build-pypi": ("torch", "int8"),  # the converter stage, TORCH_INDEX_URL empty
+    "build-cpu": ("torch", "int8"),  # the converter stage, the CPU-only index (default)
+}
+LOCKS = tuple(EXTRAS)
+# The locks whose torch and torchvision are the CPU-only index's +cpu builds.
+CPU_LOCKS = ("dev-cpu", "build-cpu")
 # The pip that installs the others, alone (scripts/install.sh and the Dockerfile put it in first).
 PIP_LOCK = "pip"
 # Only in PyPI's torch build: its CUDA libraries and the GPU compiler.
@@ -45,7 +57,7 @@ def pins() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
 # --- the locks and pyproject.toml ------------------------------------------------------------
 
 
-def test_exactly_the_four_locks_and_pip() -> None:
+def test_exactly_the_locks_and_pip() -> None:
     assert sorted(p.stem for p in REQUIREMENTS.glob("*.txt")) == sorted((*LOCKS, PIP_LOCK))
     for name in (*LOCKS, PIP_LOCK):
         header, entries = lockfile.parse((REQUIREMENTS / f"{name}.txt").read_text())
@@ -53,13 +65,32 @@ def test_exactly_the_four_locks_and_pip() -> None:
         assert entries, name
 
 
+def test_lock_sh_writes_and_checks_exactly_these_locks() -> None:
+    # --check diffs the files of LOCKS=(...): one missing there would go unchecked.
+    script = (ROOT / "scripts" / "lock.sh").read_text()
+    [listed] = re.findall(r"^LOCKS=\(([^)]*)\)$", script, re.MULTILINE)
+    assert sorted(listed.split()) == sorted((*LOCKS, PIP_LOCK))
+    for name in (*LOCKS, PIP_LOCK):
+        writes = rf"^[^#\n]*(compile requirements/|cpu_lock ){name}\b"
+        assert re.search(writes, script, re.MULTILINE), f"lock.sh writes no {name}.txt"
+
+
+def test_torch_is_an_extra_and_the_runtime_is_torch_free() -> None:
+    dependencies, extras = pins()
+    assert not {"torch", "torchvision", "torchao"} & set(dependencies)
+    assert set(extras["torch"]) == {"torch", "torchvision"}
+    # The tests run torch and the int8 path: the dev extra holds both extras' pins, the same.
+    for name in ("torch", "int8"):
+        assert extras[name].items() <= extras["dev"].items(), name
+
+
 @pytest.mark.parametrize("name", LOCKS)
 def test_every_pin_of_pyproject_is_locked_with_hashes(name: str) -> None:
     dependencies, extras = pins()
     wanted = dict(dependencies)
-    if name.startswith("dev-"):
-        for extra in extras.values():
-            wanted |= extra
+    included = EXTRAS[name]
+    for extra in extras if included is None else included:
+        wanted |= extras[extra]
     assert lockfile.disagreements(lock(name), wanted) == []
 
 
@@ -74,34 +105,77 @@ def test_dev_locks_hold_the_build_backend(name: str) -> None:
         assert requirement.specifier.contains(entry.version), f"{requirement}: {entry.version}"
 
 
-def test_the_locks_agree_on_every_version() -> None:
-    # The image runs what the tests ran: one version per package across the four locks, the
-    # CPU builds' local label aside.
-    versions: dict[str, set[str]] = {}
+def test_every_lock_installs_the_files_the_tests_ran() -> None:
+    # The images run what the tests ran: every entry of every lock is dev-pypi.txt's, version
+    # and hashes, but for the CPU locks' torch and torchvision, which are dev-cpu.txt's.
+    dev = lock("dev-pypi")
     for name in LOCKS:
         for entry in lock(name).values():
-            versions.setdefault(entry.name, set()).add(entry.public_version)
-    assert {name: v for name, v in versions.items() if len(v) > 1} == {}
-    # A runtime lock is its dev lock's subset, and a CPU lock its PyPI lock's, less CUDA.
-    assert set(lock("runtime-pypi")) <= set(lock("dev-pypi"))
-    assert set(lock("runtime-cpu")) <= set(lock("dev-cpu"))
-    for flavour in ("dev", "runtime"):
-        pypi, cpu = set(lock(f"{flavour}-pypi")), set(lock(f"{flavour}-cpu"))
-        assert cpu <= pypi
+            if name in CPU_LOCKS and entry.name in ("torch", "torchvision"):
+                assert entry.spec == lock("dev-cpu")[entry.name].spec, (name, entry.name)
+                continue
+            assert entry.name in dev, f"{name}: {entry.name} is not in dev-pypi.txt"
+            assert entry.version == dev[entry.name].version, (name, entry.name, entry.version)
+            assert entry.spec == dev[entry.name].spec, (name, entry.name)
+
+
+def test_each_lock_is_the_next_ones_subset() -> None:
+    names = {name: set(lock(name)) for name in LOCKS}
+    assert names["runtime-cpu"] < names["runtime-gpu"] < names["build-pypi"] < names["dev-pypi"]
+    assert names["runtime-cpu"] < names["build-cpu"] < names["dev-cpu"]
+    # A CPU lock is its PyPI lock less the CUDA packages, nothing else.
+    for flavour in ("dev", "build"):
+        pypi, cpu = names[f"{flavour}-pypi"], names[f"{flavour}-cpu"]
+        assert cpu < pypi
         assert all(CUDA_ONLY.match(name) for name in pypi - cpu), pypi - cpu
 
 
-@pytest.mark.parametrize("flavour", ["dev", "runtime"])
+def test_runtime_cpu_holds_no_torch_and_no_cuda() -> None:
+    # The cpu image serves through OpenVINO from a model converted at build time: torch, its
+    # CUDA libraries and its compiler stay in the converter stage.
+    entries = lock("runtime-cpu")
+    assert [name for name in entries if "torch" in name or CUDA_ONLY.match(name)] == []
+    assert "openvino" in entries
+    text = (REQUIREMENTS / "runtime-cpu.txt").read_text().lower()
+    assert "torch" not in text
+    assert "nvidia" not in text
+
+
+def test_runtime_gpu_holds_pypis_torch() -> None:
+    entries, dev = lock("runtime-gpu"), lock("dev-pypi")
+    _, extras = pins()
+    for name, version in extras["torch"].items():
+        assert entries[name].version == version  # no local label: PyPI's build
+        assert entries[name].spec == dev[name].spec
+    assert any(CUDA_ONLY.match(name) for name in entries), "PyPI's torch brings CUDA"
+    # Only the run time: no converter (nncf) and no test tools.
+    assert not {"nncf", "scikit-image", "pytest", "torchao"} & set(entries)
+
+
+@pytest.mark.parametrize("name", ["build-pypi", "build-cpu"])
+def test_build_locks_hold_the_converter(name: str) -> None:
+    entries = lock(name)
+    _, extras = pins()
+    for package, version in (extras["torch"] | extras["int8"]).items():
+        assert entries[package].public_version == version, package
+    assert "nncf" in entries
+    assert "openvino" in entries
+    assert not {"pytest", "torchao", "uv"} & set(entries)
+
+
+@pytest.mark.parametrize("flavour", ["dev", "build"])
 def test_cpu_locks_take_torch_from_the_cpu_index(flavour: str) -> None:
     pypi, cpu = lock(f"{flavour}-pypi"), lock(f"{flavour}-cpu")
+    _, extras = pins()
     for name in ("torch", "torchvision"):
+        assert cpu[name].version == extras["torch"][name] + "+cpu"
         assert cpu[name].version == pypi[name].version + "+cpu"
         assert not set(cpu[name].hashes) & set(pypi[name].hashes)
     assert any(CUDA_ONLY.match(name) for name in pypi), "PyPI's torch brings CUDA"
     assert not [name for name in cpu if CUDA_ONLY.match(name)]
-    # Both CPU locks hold the same +cpu wheels.
+    # Every CPU lock holds the same +cpu wheels (lock.sh --cpu-from=recorded carries them over).
     for name in ("torch", "torchvision"):
-        assert lock("dev-cpu")[name].spec == lock("runtime-cpu")[name].spec
+        assert cpu[name].spec == lock("dev-cpu")[name].spec
 
 
 def test_pip_lock_holds_the_dev_extras_pip_alone() -> None:
@@ -130,12 +204,13 @@ def test_torch_cpu_metadata_is_the_cpu_wheels() -> None:
     # the CPU wheel is installed, as on the workflow's runners, exactly that wheel's list).
     settings = tomllib.loads((REQUIREMENTS / "torch-cpu.toml").read_text())
     [torch] = settings["dependency-metadata"]
-    dependencies, _ = pins()
+    _, extras = pins()
+    pinned = extras["torch"]["torch"]
     assert torch["name"] == "torch"
-    assert torch["version"] == dependencies["torch"]
+    assert torch["version"] == pinned
     recorded = {str(Requirement(r)) for r in torch["requires-dist"]}
     assert not [r for r in recorded if CUDA_ONLY.match(Requirement(r).name)]
-    if metadata.version("torch").split("+")[0] != dependencies["torch"]:
+    if metadata.version("torch").split("+")[0] != pinned:
         pytest.skip(f"torch {metadata.version('torch')} installed, not the pinned one")
     installed = {str(Requirement(r)) for r in metadata.requires("torch") or []}
     assert recorded == {r for r in installed if not CUDA_ONLY.match(Requirement(r).name)}
