@@ -1,13 +1,21 @@
 """The GitHub Actions workflow, checked here (it runs for real on GitHub): actionlint clean,
 every action pinned by commit SHA, least-privilege permissions, timeouts, concurrency, the test
-job running exactly the commands of .ci/run, push and deploy only from main, the e2e job running
-the one e2e suite (tests/e2e) on kind."""
+job running exactly the commands of .ci/run, both image targets (cpu, gpu) built, sized and
+smoke-tested, the CPU image published for amd64 and arm64, push and deploy only from main, the
+e2e job running the one e2e suite (tests/e2e) on kind. And the build and publish jobs' shell
+and Python helpers, run here against a fake `docker`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shlex
 import subprocess
+import sys
+import tarfile
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +125,23 @@ def test_every_action_input_exists_in_that_action() -> None:
     assert checked >= 20
 
 
+PUBLISH_JOBS = ("publish", "publish-gpu")
+
+
 def test_permissions_are_read_only_except_publishing_packages(workflow: dict[Any, Any]) -> None:
     assert workflow["permissions"] == {"contents": "read"}
     for name, job in jobs(workflow).items():
         permissions = job.get("permissions")
         assert isinstance(permissions, dict), f"{name}: no explicit permissions"
         writes = {scope for scope, level in permissions.items() if level == "write"}
-        expected = {"packages"} if name == "publish" else set()
+        expected = {"packages"} if name in PUBLISH_JOBS else set()
         assert writes == expected, f"{name} writes {writes}"
         assert set(permissions.values()) <= {"read", "write", "none"}
 
 
-# The e2e suite waits on an HPA scaling out and back in and on an alert firing and resolving.
-TIMEOUT_LIMITS = {"e2e": 40}
+# The e2e suite waits on an HPA scaling out and back in and on an alert firing and resolving;
+# the GPU image's cold build downloads and installs gigabytes of CUDA libraries.
+TIMEOUT_LIMITS = {"e2e": 40, "build-gpu": 40}
 
 
 def test_every_job_has_a_timeout(workflow: dict[Any, Any]) -> None:
@@ -201,41 +213,166 @@ def test_lint_job_runs_every_linter(workflow: dict[Any, Any]) -> None:
         "actionlint",
         "helm lint charts/resnet-serving -f values-dev.yaml",
         "helm lint charts/resnet-serving -f values-prod.yaml",
+        "helm lint charts/resnet-serving -f values-prod.yaml -f values-gpu.yaml",
     ):
         assert needle in commands, needle
 
 
+PUSH_CONDITION = (MAIN_PUSH, ON_MAIN, "refs/tags/v")
+
+
+def builds(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if "build-push-action" in str(s.get("uses", ""))]
+
+
 def test_image_is_pushed_only_from_main_or_a_version_tag(workflow: dict[Any, Any]) -> None:
     all_jobs = jobs(workflow)
-    build = all_jobs["build"]
-    [bake] = [s for s in build["steps"] if "build-push-action" in str(s.get("uses", ""))]
-    assert bake["with"]["push"] is False
-    assert "type=gha" in bake["with"]["cache-from"]
-    assert bake["with"]["cache-to"].startswith("type=gha")
+    for name in ("build", "build-gpu"):
+        [bake] = builds(all_jobs[name])
+        assert bake["with"]["push"] is False
+        assert bake["with"]["load"] is True
+        assert "type=gha" in bake["with"]["cache-from"]
+        assert bake["with"]["cache-to"].startswith("type=gha")
     for name, job in all_jobs.items():
         for step in job["steps"]:
             text = str(step.get("run", "")) + str(step.get("uses", ""))
-            if "docker push" in text or "login-action" in text:
-                assert name == "publish", f"{name} pushes or logs in"
+            pushes = step.get("with", {}).get("push") not in (None, False)
+            if "docker push" in text or "login-action" in text or pushes:
+                assert name in PUBLISH_JOBS, f"{name} pushes or logs in"
                 condition = step.get("if", "")
-                assert MAIN_PUSH in condition, condition
-                assert ON_MAIN in condition, condition
-                assert "refs/tags/v" in condition
-    meta = next(
-        s for s in all_jobs["publish"]["steps"] if "metadata-action" in str(s.get("uses", ""))
-    )
-    assert "ghcr.io/${{ github.repository_owner }}/" in meta["with"]["images"]
-    assert "type=sha" in meta["with"]["tags"]
-    assert "type=semver" in meta["with"]["tags"]
+                for needle in PUSH_CONDITION:
+                    assert needle in condition, condition
+    for name, suffix in (("publish", None), ("publish-gpu", "-gpu")):
+        meta = next(
+            s for s in all_jobs[name]["steps"] if "metadata-action" in str(s.get("uses", ""))
+        )
+        assert "ghcr.io/${{ github.repository_owner }}/" in meta["with"]["images"]
+        assert "type=sha" in meta["with"]["tags"]
+        assert "type=semver" in meta["with"]["tags"]
+        flavor = meta["with"]["flavor"].split()
+        assert "latest=false" in flavor
+        # The GPU image: the CPU image's tags with -gpu, the tags the chart's image.variant=gpu
+        # defaults to (<appVersion>-gpu).
+        assert ("suffix=-gpu" in flavor) == (suffix == "-gpu"), name
 
 
 def test_scan_fails_on_critical_findings(workflow: dict[Any, Any]) -> None:
+    for name, image in (
+        ("publish", "${{ env.CI_IMAGE }}"),
+        ("publish-gpu", "${{ env.CI_IMAGE_GPU }}"),
+    ):
+        publish = jobs(workflow)[name]
+        [scan] = [s for s in publish["steps"] if "scan-action" in str(s.get("uses", ""))]
+        assert scan["with"]["image"] == image
+        assert scan["with"]["severity-cutoff"] == "critical"
+        assert scan["with"]["fail-build"] is True
+        names = [s.get("name", s.get("uses", "")) for s in publish["steps"]]
+        assert names.index(scan["name"]) < names.index("Push"), f"{name}: scan before push"
+
+
+# --- the two image targets ---------------------------------------------------------------------
+
+
+def test_build_jobs_build_the_cpu_and_the_gpu_target(workflow: dict[Any, Any]) -> None:
+    all_jobs = jobs(workflow)
+    assert workflow["env"]["CI_IMAGE"] == "resnet-serving:ci"
+    assert workflow["env"]["CI_IMAGE_GPU"] == "resnet-serving:ci-gpu"
+    expected = {
+        "build": ("cpu", "${{ env.CI_IMAGE }}", "image", "scope=cpu"),
+        "build-gpu": ("gpu", "${{ env.CI_IMAGE_GPU }}", "image-gpu", "scope=gpu"),
+    }
+    for name, (target, tag, artifact, scope) in expected.items():
+        job = all_jobs[name]
+        [bake] = builds(job)
+        assert bake["with"]["target"] == target
+        assert bake["with"]["tags"] == tag
+        # Each target its own cache scope: neither evicts the other's index.
+        assert scope in bake["with"]["cache-from"]
+        assert scope in bake["with"]["cache-to"]
+        assert "VERSION=" in bake["with"]["build-args"]
+        [upload] = [s for s in job["steps"] if "upload-artifact" in str(s.get("uses", ""))]
+        assert upload["with"]["name"] == artifact
+    # The e2e and publish jobs take the CPU image, publish-gpu the GPU image; the slower GPU
+    # build holds up neither the e2e job nor the deployment.
+    downloads = {
+        name: [
+            s["with"]["name"] for s in job["steps"] if "download-artifact" in str(s.get("uses", ""))
+        ]
+        for name, job in all_jobs.items()
+    }
+    assert downloads["e2e"] == ["image"]
+    assert downloads["publish"] == ["image"]
+    assert downloads["publish-gpu"] == ["image-gpu"]
+    assert all_jobs["publish-gpu"]["needs"] == "build-gpu"
+    assert "build-gpu" not in str(all_jobs["e2e"]["needs"])
+    assert not {"build-gpu", "publish-gpu"} & set(all_jobs["deploy"]["needs"])
+
+
+def test_the_cpu_image_fails_the_build_above_one_gib_and_both_sizes_are_reported(
+    workflow: dict[Any, Any],
+) -> None:
+    assert workflow["env"]["CPU_IMAGE_MAX_BYTES"] == 1073741824  # 1 GiB
+    build = jobs(workflow)["build"]
+    size = step_index(build, ".github/scripts/image-size.sh")
+    run = str(build["steps"][size]["run"])
+    assert run == (
+        '.github/scripts/image-size.sh "$CI_IMAGE" /tmp/image.tar.zst "$CPU_IMAGE_MAX_BYTES"'
+    )
+    # After the archive it measures is written, before anything else runs on the image.
+    assert step_index(build, 'docker save "$CI_IMAGE"') < size
+    assert size < step_index(build, "smoke-image.sh")
+    gpu = jobs(workflow)["build-gpu"]
+    gpu_run = str(gpu["steps"][step_index(gpu, ".github/scripts/image-size.sh")]["run"])
+    assert gpu_run == '.github/scripts/image-size.sh "$CI_IMAGE_GPU" /tmp/image-gpu.tar.zst'
+
+
+def test_both_images_are_smoke_tested_with_the_photographs_top_1(workflow: dict[Any, Any]) -> None:
+    assert workflow["env"]["EXPECTED_TOP"] == 1
+    assert workflow["env"]["EXPECTED_LABEL"] == "military uniform"
+    for name, target, image in (("build", "cpu", "CI_IMAGE"), ("build-gpu", "gpu", "CI_IMAGE_GPU")):
+        job = jobs(workflow)[name]
+        smoke = step_index(job, "smoke-image.sh")
+        assert str(job["steps"][smoke]["run"]) == (
+            f'.github/scripts/smoke-image.sh {target} "${image}" "$PHOTO" "$EXPECTED_LABEL" '
+            '"$EXPECTED_TOP"'
+        )
+        assert step_index(job, "sample_photo.py") < smoke
+
+
+def test_the_gpu_jobs_make_room_on_the_runner_first(workflow: dict[Any, Any]) -> None:
+    for name in ("build-gpu", "publish-gpu"):
+        job = jobs(workflow)[name]
+        free = step_index(job, "sudo rm -rf /usr/local/lib/android")
+        assert free == 0, f"{name}: free the disk before anything lands on it"
+
+
+def test_publish_builds_the_cpu_image_for_amd64_and_arm64(workflow: dict[Any, Any]) -> None:
     publish = jobs(workflow)["publish"]
-    [scan] = [s for s in publish["steps"] if "scan-action" in str(s.get("uses", ""))]
-    assert scan["with"]["severity-cutoff"] == "critical"
-    assert scan["with"]["fail-build"] is True
-    names = [s.get("name", s.get("uses", "")) for s in publish["steps"]]
-    assert names.index(scan["name"]) < names.index("Push"), "scan before push"
+    steps = publish["steps"]
+    uses = [str(s.get("uses", "")) for s in steps]
+    qemu = next(i for i, u in enumerate(uses) if u.startswith("docker/setup-qemu-action@"))
+    buildx = next(i for i, u in enumerate(uses) if u.startswith("docker/setup-buildx-action@"))
+    oci, push = builds(publish)
+    assert qemu < buildx < steps.index(oci) < steps.index(push)
+    assert "arm64" in steps[qemu]["with"]["platforms"]
+    for bake in (oci, push):
+        assert bake["with"]["target"] == "cpu"
+        assert bake["with"]["platforms"] == "linux/amd64,linux/arm64"
+        assert "type=gha,scope=cpu" in bake["with"]["cache-from"].split()
+        assert bake["with"]["build-args"] == oci["with"]["build-args"]
+    # Every run builds both platforms (a pull request too); only main and tags push.
+    assert "if" not in oci
+    assert oci["with"]["push"] is False
+    assert oci["with"]["outputs"].startswith("type=oci,dest=")
+    assert push["with"]["push"] is True
+    assert push["with"]["tags"] == "${{ steps.meta.outputs.tags }}"
+    # Between the two: the amd64 half has the tested, scanned image's layers.
+    same = step_index(publish, ".github/scripts/same_layers.py")
+    assert steps.index(oci) < same < steps.index(push)
+    assert "linux/amd64" in str(steps[same]["run"])
+    # The deploy job pins the pushed image index by digest.
+    assert publish["outputs"]["digest"] == "${{ steps.push.outputs.digest }}"
+    assert push["id"] == "push"
 
 
 def step_index(job: dict[str, Any], needle: str) -> int:
@@ -456,6 +593,305 @@ def test_shell_scripts_pass_shellcheck() -> None:
         [tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the build and publish jobs' helpers, against a fake docker -------------------------------
+
+SCRIPTS = ROOT / ".github" / "scripts"
+
+# Answers the docker commands that smoke-image.sh and image-size.sh send, from FAKE_* variables:
+# FAKE_ENV (the image's ENV lines), FAKE_SIZE, FAKE_TORCH (True/False), FAKE_MANIFEST (1 = the
+# IR's manifest.json exists), FAKE_RESPONSE (the /predict body). Logs each call to FAKE_LOG.
+FAKE_DOCKER = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE_LOG"
+case "$1 $2" in
+  "image inspect")
+    case "$4" in
+      *Config.Env*) printf '%b\n' "$FAKE_ENV" ;;
+      *Size*) echo "$FAKE_SIZE" ;;
+    esac
+    exit 0 ;;
+  "run -d") echo fake-container-id; exit 0 ;;
+esac
+case "$1" in
+  exec)
+    shift
+    user=""
+    while [ "${1#-}" != "$1" ]; do
+      if [ "$1" = -u ]; then user=$2; shift; fi
+      shift
+    done
+    shift  # the container
+    case "$1" in
+      id) echo 10001 ;;
+      touch) [ "$user" = 0 ] && exit 1 ;;
+      test) [ "${FAKE_MANIFEST:-0}" = 1 ] || exit 1 ;;
+      python)
+        case "$3" in
+          *find_spec*) echo "$FAKE_TORCH" ;;
+          */predict*) cat > /dev/null; echo "$FAKE_RESPONSE" ;;
+          *urlopen*) echo 200 ;;
+        esac ;;
+    esac
+    exit 0 ;;
+  inspect)
+    case "$3" in
+      *Running*) echo true ;;
+      *Health*) echo healthy ;;
+      *ExitCode*) echo 0 ;;
+    esac
+    exit 0 ;;
+  stop | rm | logs) exit 0 ;;
+esac
+echo "fake docker: unexpected: $*" >&2
+exit 3
+"""
+
+LABELS = ["military uniform", "suit", "Windsor tie", "bow tie", "cloak"]
+
+
+def prediction(labels: list[str]) -> str:
+    return json.dumps(
+        {
+            "model": "resnet50",
+            "weights": "ResNet50_Weights.IMAGENET1K_V2",
+            "predictions": [
+                {"label": label, "class_id": i, "score": 0.5 / (i + 1)}
+                for i, label in enumerate(labels)
+            ],
+        }
+    )
+
+
+def run_helper(
+    tmp_path: Path, script: str, *args: str, **fake: str
+) -> tuple[subprocess.CompletedProcess[str], str, str]:
+    """Run .github/scripts/SCRIPT with the fake docker first on PATH: (process, summary, log)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(0o755)
+    summary = tmp_path / "summary.md"
+    log = tmp_path / "docker.log"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "FAKE_LOG": str(log),
+        **{f"FAKE_{key.upper()}": value for key, value in fake.items()},
+    }
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    return proc, _text(summary), _text(log)
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+CPU_IMAGE = {
+    "env": "PATH=/opt/venv/bin\\nSERVING_MODEL_DIR=/opt/model",
+    "torch": "False",
+    "manifest": "1",
+}
+GPU_IMAGE = {"env": "PATH=/opt/venv/bin", "torch": "True", "manifest": "0"}
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "grace_hopper.jpg"
+    path.write_bytes(b"\xff\xd8 not really a jpeg: the fake docker never decodes it")
+    return path
+
+
+@pytest.mark.parametrize(("target", "image"), [("cpu", CPU_IMAGE), ("gpu", GPU_IMAGE)])
+def test_smoke_script_passes_each_target_that_keeps_its_contract(
+    tmp_path: Path, photo: Path, target: str, image: dict[str, str]
+) -> None:
+    proc, summary, log = run_helper(
+        tmp_path,
+        "smoke-image.sh",
+        target,
+        f"img:{target}",
+        str(photo),
+        "military uniform",
+        "1",
+        response=prediction(LABELS),
+        **image,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"smoke test passed: {target} image img:{target}" in proc.stdout
+    assert f"| {target} image | img:{target} |" in summary
+    assert '"military uniform" in the top 1' in summary
+    # As the chart runs it: read-only root, no capabilities, no network.
+    run = next(line for line in log.splitlines() if line.startswith("run -d"))
+    for flag in ("--read-only", "--cap-drop ALL", "--network none", "no-new-privileges"):
+        assert flag in run, flag
+    assert ("test -f /opt/model/manifest.json" in log) == (target == "cpu")
+
+
+@pytest.mark.parametrize(
+    ("target", "image", "message"),
+    [
+        ("cpu", {**CPU_IMAGE, "torch": "True"}, "the CPU image has torch installed"),
+        ("cpu", {**CPU_IMAGE, "env": "PATH=/opt/venv/bin"}, "sets no SERVING_MODEL_DIR"),
+        ("cpu", {**CPU_IMAGE, "manifest": "0"}, "no /opt/model/manifest.json"),
+        ("gpu", {**GPU_IMAGE, "torch": "False"}, "the GPU image has no torch"),
+        ("gpu", {**GPU_IMAGE, "env": "SERVING_MODEL_DIR=/opt/model"}, "it has no IR"),
+    ],
+)
+def test_smoke_script_fails_an_image_that_breaks_its_targets_contract(
+    tmp_path: Path, photo: Path, target: str, image: dict[str, str], message: str
+) -> None:
+    proc, _, _ = run_helper(
+        tmp_path,
+        "smoke-image.sh",
+        target,
+        "img",
+        str(photo),
+        "military uniform",
+        response=prediction(LABELS),
+        **image,
+    )
+    assert proc.returncode == 1
+    assert f"::error title=Image smoke test ({target})::" in proc.stdout
+    assert message in proc.stdout
+
+
+def test_smoke_script_checks_the_top_1_by_default(tmp_path: Path, photo: Path) -> None:
+    second = ["suit", "military uniform", "Windsor tie"]
+    args = ("cpu", "img", str(photo), "military uniform")
+    proc, _, _ = run_helper(
+        tmp_path, "smoke-image.sh", *args, response=prediction(second), **CPU_IMAGE
+    )
+    assert proc.returncode == 1
+    assert "'military uniform' is not in the top 1" in proc.stderr
+    proc, _, _ = run_helper(
+        tmp_path, "smoke-image.sh", *args, "5", response=prediction(second), **CPU_IMAGE
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("tpu", "img", "p.jpg", "x"), ("cpu", "img", "p.jpg"), ("cpu", "img", "p.jpg", "x", "0")],
+)
+def test_smoke_script_refuses_bad_arguments_before_touching_docker(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    proc, _, log = run_helper(tmp_path, "smoke-image.sh", *args)
+    assert proc.returncode == 2
+    assert "usage: smoke-image.sh cpu|gpu" in proc.stderr
+    assert log == ""
+
+
+GIB = 1073741824
+
+
+@pytest.mark.parametrize(
+    ("size", "limit", "code"),
+    [(GIB - 1, str(GIB), 0), (GIB, str(GIB), 0), (GIB + 1, str(GIB), 1), (7 * GIB, None, 0)],
+)
+def test_size_script_reports_both_sizes_and_fails_only_over_the_limit(
+    tmp_path: Path, size: int, limit: str | None, code: int
+) -> None:
+    archive = tmp_path / "image.tar.zst"
+    archive.write_bytes(b"z" * 123456)
+    args = ["img:ci", str(archive)] + ([limit] if limit else [])
+    proc, summary, _ = run_helper(tmp_path, "image-size.sh", *args, size=str(size))
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert f"uncompressed {size} bytes" in proc.stdout
+    assert "compressed 123456 bytes" in proc.stdout
+    assert f"| uncompressed (`docker image inspect`) | {size} |" in summary
+    assert "| compressed (`docker save \\| zstd`) | 123456 |" in summary
+    assert ("| limit (uncompressed) | 1073741824 |" in summary) == (limit is not None)
+    if code:
+        assert "::error title=Image size::img:ci is 1073741825 bytes" in proc.stdout
+
+
+def test_size_script_refuses_a_limit_that_is_no_number(tmp_path: Path) -> None:
+    proc, _, _ = run_helper(tmp_path, "image-size.sh", "img", "/dev/null", "1GiB", size="1")
+    assert proc.returncode == 2
+    assert "MAX_BYTES must be a number of bytes" in proc.stderr
+
+
+def _blob(layout: tarfile.TarFile, document: dict[str, Any]) -> dict[str, str]:
+    """Add a JSON blob to an OCI layout being written; its descriptor."""
+    data = json.dumps(document).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
+    info.size = len(data)
+    layout.addfile(info, BytesIO(data))
+    return {"digest": f"sha256:{digest}", "size": str(len(data))}
+
+
+def oci_archive(path: Path, layers: dict[str, list[str]]) -> Path:
+    """A multi-platform OCI archive as buildx writes it: index.json -> image index -> a
+    manifest per platform -> its config with rootfs.diff_ids (no layer blobs: not read)."""
+    with tarfile.open(path, "w") as layout:
+        entries = []
+        for platform, diff_ids in layers.items():
+            os_name, arch = platform.split("/")
+            config = _blob(layout, {"rootfs": {"type": "layers", "diff_ids": diff_ids}})
+            manifest = _blob(layout, {"schemaVersion": 2, "config": config, "layers": []})
+            entries.append(
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    **manifest,
+                    "platform": {"os": os_name, "architecture": arch},
+                }
+            )
+        index = _blob(layout, {"schemaVersion": 2, "manifests": entries})
+        top = json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", **index}],
+            }
+        ).encode()
+        info = tarfile.TarInfo("index.json")
+        info.size = len(top)
+        layout.addfile(info, BytesIO(top))
+    return path
+
+
+def run_same_layers(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "same_layers.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_same_layers_compares_one_platform_of_the_archive_with_the_tested_image(
+    tmp_path: Path,
+) -> None:
+    tested = ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
+    archive = oci_archive(
+        tmp_path / "multi.oci.tar",
+        {"linux/amd64": tested, "linux/arm64": ["sha256:" + "c" * 64, "sha256:" + "d" * 64]},
+    )
+    tested_file = tmp_path / "tested.json"
+    tested_file.write_text(json.dumps(tested))
+    ok = run_same_layers(str(archive), "linux/amd64", str(tested_file))
+    assert ok.returncode == 0, ok.stderr
+    assert "has the tested image's 2 layers" in ok.stdout
+
+    rebuilt = run_same_layers(str(archive), "linux/arm64", str(tested_file))
+    assert rebuilt.returncode == 1
+    assert "layer 0 is sha256:ccc" in rebuilt.stderr
+
+    missing = run_same_layers(str(archive), "linux/s390x", str(tested_file))
+    assert missing.returncode == 2
+    assert "no linux/s390x image" in missing.stderr
 
 
 # --- README ----------------------------------------------------------------------------------
