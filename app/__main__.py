@@ -10,7 +10,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.main import create_app
-from app.model.weights import WeightsUnavailableError
+from app.model.errors import WeightsUnavailableError
 from app.server import ServingServer
 from app.settings.config import Settings, describe_validation_error
 from app.telemetry.logs import configure_logging

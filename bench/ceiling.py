@@ -107,7 +107,7 @@ def measure(
     pre = Preprocessor.from_transforms(source.meta_weights.transforms())
     photos = [pre(p) for p in sample_photos()]
     warmup_s = runtime.warm_up(batch_sizes, pre.crop_size)
-    sync = runtime.device.type == "cuda"
+    sync = runtime.device == "cuda"
     jpeg = small_jpeg()
 
     def decoded_batch(size: int) -> Array:

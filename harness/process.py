@@ -47,7 +47,11 @@ def group_stat(pgid: int) -> dict[int, list[str]]:
     return members
 
 
-def app_command() -> list[str]:
+def app_command(*, without_torch: bool = False) -> list[str]:
+    """`python -m app`; `without_torch`: as if torch were not installed (the CPU image's
+    situation: harness/without_torch.py)."""
+    if without_torch:
+        return [sys.executable, "-m", "harness.without_torch", "app"]
     return [sys.executable, "-m", "app"]
 
 
@@ -147,7 +151,12 @@ class ManagedProcess:
 
 
 def app_process(
-    env: dict[str, str], *, log_path: Path, port: int | None = None, cwd: Path = ROOT
+    env: dict[str, str],
+    *,
+    log_path: Path,
+    port: int | None = None,
+    cwd: Path = ROOT,
+    without_torch: bool = False,
 ) -> ManagedProcess:
     """`python -m app` with these SERVING_ settings on loopback; the gRPC port is a free one too
     (several servers run side by side), unless `env` names it."""
@@ -158,4 +167,5 @@ def app_process(
         "SERVING_GRPC_PORT": str(free_port()),
         **env,
     }
-    return ManagedProcess(app_command(), env=full_env, log_path=log_path, port=port, cwd=cwd)
+    command = app_command(without_torch=without_torch)
+    return ManagedProcess(command, env=full_env, log_path=log_path, port=port, cwd=cwd)

@@ -132,6 +132,67 @@ def test_the_core_is_engine_neutral() -> None:
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
+def import_time_imports(path: Path) -> set[str]:
+    """Modules imported when this module itself is imported: top-level statements and the
+    blocks they hold, not function bodies (imports deferred to a call) nor `if TYPE_CHECKING:`.
+    Relative imports are resolved to nothing: the app uses absolute ones."""
+
+    def walk(nodes: list[ast.stmt]) -> set[str]:
+        found: set[str] = set()
+        for node in nodes:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                found |= walk(node.orelse)
+                continue
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    found |= walk([n for n in inner if isinstance(n, ast.stmt)])
+                    found |= walk(
+                        [s for h in inner if isinstance(h, ast.ExceptHandler) for s in h.body]
+                    )
+        return found
+
+    return walk(ast.parse(path.read_text()).body)
+
+
+# The modules that need torch when imported: the torch backend, the conversion, the weights
+# (torchvision's metadata), and the build-time steps. The CPU image has no torch: nothing else
+# may reach torch at import time, directly or through another module of the app
+# (tests/model/test_ir.py runs a server without torch to prove the same at run time).
+TORCH_MODULES = {
+    "app.model.weights",
+    "app.model.bake",
+    "app.model.backends.torch_backend",
+    "app.model.backends.convert",
+    "app.model.ir.build",
+}
+
+
+def test_only_the_torch_modules_import_torch_when_imported() -> None:
+    known = app_modules()
+    direct = {name: import_time_imports(path) for name, path in known.items()}
+    torch = {"torch", "torchvision"}
+    reaches = {name: {m for m in found if m in known} for name, found in direct.items()}
+    needs_torch = {
+        name for name, found in direct.items() if {m.split(".")[0] for m in found} & torch
+    }
+    changed = True
+    while changed:  # through other modules of the app: the closure of import-time imports
+        changed = False
+        for name, targets in reaches.items():
+            if name not in needs_torch and targets & needs_torch:
+                needs_torch.add(name)
+                changed = True
+    assert needs_torch == TORCH_MODULES
+
+
 def test_no_private_name_is_imported_from_another_module() -> None:
     offenders = []
     for name, path in app_modules().items():

@@ -188,12 +188,19 @@ class ReadyResponse(BaseModel):
     model: str
     weights: str | None = None
     weights_source: str | None = Field(
-        None, description="file, cache, download or random (random = meaningless predictions)."
+        None,
+        description="file, cache, download, ir (baked into the build-time model) or random "
+        "(random = meaningless predictions).",
     )
     random_weights: bool | None = None
     backend: str | None = Field(None, description="openvino or torch: the engine that runs it.")
     device: str | None = None
     dtype: str | None = None
+    model_source: str | None = Field(
+        None,
+        description="ir (the OpenVINO model compiled when the image was built), converted "
+        "(torchvision's model converted to OpenVINO at start-up) or torch (run by torch).",
+    )
 
     @classmethod
     def of(cls, status: HostStatus) -> Self:
@@ -208,6 +215,7 @@ class ReadyResponse(BaseModel):
             backend=status.backend,
             device=status.device,
             dtype=status.dtype,
+            model_source=status.model_source,
         )
 
 
@@ -227,6 +235,10 @@ class ModelInfoResponse(BaseModel):
     compiled: bool = Field(description="torch.compile (torch backend only).")
     num_threads: int = Field(description="Threads of the forward pass.")
     max_batch_size: int
+    model_source: str = Field(
+        description="ir (the OpenVINO model compiled when the image was built), converted "
+        "(torchvision's model converted to OpenVINO at start-up) or torch (run by torch).",
+    )
 
     @classmethod
     def of(cls, card: ModelCard) -> Self:
@@ -247,6 +259,7 @@ class ModelInfoResponse(BaseModel):
             compiled=card.compiled,
             num_threads=card.num_threads,
             max_batch_size=card.max_batch_size,
+            model_source=card.model_source,
         )
 
 

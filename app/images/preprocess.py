@@ -63,6 +63,35 @@ class Preprocessor:
             resample=_PIL_RESAMPLE[transforms.interpolation.value],
         )
 
+    def to_dict(self) -> dict[str, object]:
+        """The plain form a model manifest records (app/model/ir): read back by `from_dict`."""
+        names = {mode: name for name, mode in _PIL_RESAMPLE.items()}
+        return {
+            "resize_size": self.resize_size,
+            "crop_size": self.crop_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": names[self.resample],
+        }
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, object]) -> Preprocessor:
+        """Raises KeyError, TypeError or ValueError on a malformed record."""
+        mean = [float(v) for v in spec["mean"]]  # type: ignore[attr-defined]
+        std = [float(v) for v in spec["std"]]  # type: ignore[attr-defined]
+        if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+            raise ValueError("mean and std need three values each, std above 0")
+        resize, crop = int(spec["resize_size"]), int(spec["crop_size"])  # type: ignore[call-overload]
+        if not 0 < crop <= resize:
+            raise ValueError(f"crop_size {crop} must be positive and at most resize_size {resize}")
+        return cls(
+            resize_size=resize,
+            crop_size=crop,
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            resample=_PIL_RESAMPLE[str(spec["interpolation"])],
+        )
+
     def __call__(self, image: Image.Image) -> npt.NDArray[np.float32]:
         """RGB PIL image -> float32 array (3, crop, crop), normalised, C-contiguous."""
         width, height = image.size

@@ -17,12 +17,12 @@ At run time the app's own resolution (`app.model.weights.resolve_weights`) finds
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import sys
 from pathlib import Path
 
+from app.model.ir.manifest import file_sha256
 from app.model.weights import (
     RANDOM,
     STATE_DICT_SUFFIXES,
@@ -38,14 +38,6 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
 class BakeError(RuntimeError):
     """The weights cannot be baked as asked: the build stops with this message."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _local_file(directory: Path, expected_name: str) -> Path | None:
@@ -74,7 +66,7 @@ def bake(model_name: str, spec: str, *, local_dir: Path | None = None) -> str:
         weights.get_state_dict(progress=False, check_hash=True)
         return f"baked {weights} downloaded from {weights.url}"
     match = _HASH_IN_NAME.search(name)
-    actual = _sha256(local)
+    actual = file_sha256(local)
     if match is None or not actual.startswith(match.group(1)):
         raise BakeError(
             f"{local} is not {weights} (sha256 {actual[:12]}..., torchvision's file {name} "

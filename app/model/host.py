@@ -1,10 +1,12 @@
 """The model host: everything about the model that is decided once, and its state.
 
-It resolves the weights (once), plans the runtime (engine, device, precision, threads: once),
-loads and warms the model on the one model thread, and tracks the lifecycle state that /ready
-reports. What the HTTP layer may know of it is two snapshots: `status()` (always) and `card()`
-(once ready). The request path uses `engine()`: the inference function, the thread it must run
-on, the preprocessing and the labels. It knows nothing of HTTP, batching or admission.
+It resolves the model (once: the build-time IR in SERVING_MODEL_DIR, checked against the
+settings, or torchvision's weights, which need torch), plans the runtime (engine, device,
+precision, threads: once), loads and warms the model on the one model thread, and tracks the
+lifecycle state that /ready reports. What the HTTP layer may know of it is two snapshots:
+`status()` (always) and `card()` (once ready). The request path uses `engine()`: the inference
+function, the thread it must run on, the preprocessing and the labels. It knows nothing of HTTP,
+batching or admission.
 """
 
 from __future__ import annotations
@@ -15,14 +17,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.errors import NotReadyError
 from app.images.preprocess import Preprocessor
 from app.model.cpu import lower_thread_priority
+from app.model.ir.package import ModelPackage, Wanted, open_package
 from app.model.runtime import ModelRuntime, RuntimePlan, plan_runtime
-from app.model.weights import WeightsSource, load_model, resolve_weights
+from app.model.spec import ModelSpec
 from app.settings.config import Settings
 from app.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from app.model.weights import WeightsSource
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,7 @@ class HostStatus:
     backend: str | None
     device: str | None
     dtype: str | None
+    model_source: str | None
 
     @property
     def ready(self) -> bool:
@@ -71,6 +80,7 @@ class ModelCard:
     compiled: bool
     num_threads: int
     max_batch_size: int
+    model_source: str
 
     @property
     def num_classes(self) -> int:
@@ -94,9 +104,10 @@ class ModelHost:
         self.state = State.STARTING
         self.detail = "starting"
         self.load_seconds: float | None = None
+        self._spec: ModelSpec | None = None
+        self._package: ModelPackage | None = None
         self._source: WeightsSource | None = None
         self._plan: RuntimePlan | None = None
-        self._preprocessor: Preprocessor | None = None
         self._runtime: ModelRuntime | None = None
         self._engine: Engine | None = None
         # The model thread: one worker, so the engine's thread pool never runs two forward
@@ -105,25 +116,31 @@ class ModelHost:
 
     # --- start-up ---------------------------------------------------------------------------
 
-    def resolve(self) -> WeightsSource:
-        """Where the weights come from; cheap, synchronous, done once (the first caller wins:
-        `python -m app` before binding the port, or the app's start-up). Raises
-        WeightsUnavailableError."""
-        if self._source is None:
+    def resolve(self) -> ModelSpec:
+        """Which model, from where; synchronous, done once (the first caller wins: `python -m
+        app` before binding the port, or the app's start-up). The build-time IR when
+        SERVING_MODEL_DIR is set (its files hashed: a fraction of a second), else torchvision's
+        weights (importing torch). Raises WeightsUnavailableError (ModelPackageError for an IR
+        that is damaged or not the configured model)."""
+        if self._spec is None:
             s = self.settings
-            self._source = resolve_weights(
-                s.model_name, s.model_weights, allow_download=s.allow_weights_download
-            )
-        return self._source
+            if s.model_dir:
+                wanted = Wanted(s.model_name, s.model_weights, s.precision, s.random_seed)
+                self._package = open_package(Path(s.model_dir), wanted)
+                self._spec = self._package.spec
+            else:
+                from app.model.weights import describe, resolve_weights
+
+                self._source = resolve_weights(
+                    s.model_name, s.model_weights, allow_download=s.allow_weights_download
+                )
+                self._spec = describe(self._source)
+        return self._spec
 
     def preprocessor(self) -> Preprocessor:
-        """The weights' own preprocessing (sizes, mean, std), known once they are resolved:
-        before the model loads, so protocol metadata can be answered while it does."""
-        if self._preprocessor is None:
-            self._preprocessor = Preprocessor.from_transforms(
-                self.resolve().meta_weights.transforms()
-            )
-        return self._preprocessor
+        """The model's own preprocessing (sizes, mean, std), known once it is resolved: before
+        the model loads, so protocol metadata can be answered while it does."""
+        return self.resolve().preprocessor
 
     def plan(self) -> RuntimePlan:
         if self._plan is None:
@@ -134,6 +151,7 @@ class ModelHost:
                 precision=s.precision,
                 compile_model=s.compile,
                 num_threads=s.num_threads,
+                built=bool(s.model_dir),
             )
         return self._plan
 
@@ -142,13 +160,18 @@ class ModelHost:
         self.detail = detail
         self.metrics.model_ready.set(1 if state is State.READY else 0)
 
-    def _build(self, source: WeightsSource, plan: RuntimePlan) -> ModelRuntime:
+    def _build(self, plan: RuntimePlan) -> ModelRuntime:
         # On the model thread: the priority set here is inherited by the OpenMP pool the engine
         # creates from it, so a busy model yields the CPU to the event loop and the decoders.
         if not lower_thread_priority(self.settings.model_thread_niceness):
             log.info("could not lower the model thread's priority on this platform")
+        if self._package is not None:
+            return ModelRuntime(self._package, num_threads=0, plan=plan)
+        from app.model.weights import load_model
+
+        assert self._source is not None
         return ModelRuntime(
-            load_model(source, seed=self.settings.random_seed), num_threads=0, plan=plan
+            load_model(self._source, seed=self.settings.random_seed), num_threads=0, plan=plan
         )
 
     async def load(self) -> Engine:
@@ -158,9 +181,10 @@ class ModelHost:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            source, plan = self.resolve(), self.plan()
-            self._set_state(State.LOADING, f"loading {source.model_name} ({source.weights_id})")
-            runtime = await loop.run_in_executor(self._thread, self._build, source, plan)
+            spec, plan = self.resolve(), self.plan()
+            what = "the build-time IR of " if spec.from_ir else ""
+            self._set_state(State.LOADING, f"loading {what}{spec.model_name} ({spec.weights_id})")
+            runtime = await loop.run_in_executor(self._thread, self._build, plan)
             preprocessor = self.preprocessor()
             self._set_state(State.WARMING, "warming up")
             sizes = list(range(1, self.settings.max_batch_size + 1))
@@ -172,17 +196,18 @@ class ModelHost:
         self._runtime = runtime
         self._engine = Engine(runtime, self._thread, preprocessor, tuple(runtime.labels))
         self.load_seconds = time.perf_counter() - started
-        self._publish(source, runtime)
+        self._publish(spec, runtime)
         return self._engine
 
-    def _publish(self, source: WeightsSource, runtime: ModelRuntime) -> None:
+    def _publish(self, spec: ModelSpec, runtime: ModelRuntime) -> None:
         info = runtime.info
         assert self.load_seconds is not None
         self.metrics.model_load_duration.set(self.load_seconds)
         self.metrics.model_info.labels(
-            model=source.model_name,
-            weights=source.weights_id,
-            weights_source=source.kind.value,
+            model=spec.model_name,
+            weights=spec.weights_id,
+            weights_source=spec.weights_source,
+            model_source=info.model_source,
             backend=info.backend,
             device=info.device,
             dtype=info.dtype,
@@ -191,9 +216,10 @@ class ModelHost:
         log.info(
             "model ready",
             extra={
-                "model": source.model_name,
-                "weights": source.weights_id,
-                "weights_source": source.kind.value,
+                "model": spec.model_name,
+                "weights": spec.weights_id,
+                "weights_source": spec.weights_source,
+                "model_source": info.model_source,
                 "backend": info.backend,
                 "device": info.device,
                 "dtype": info.dtype,
@@ -201,7 +227,7 @@ class ModelHost:
                 "load_seconds": round(self.load_seconds, 3),
             },
         )
-        if source.is_random:
+        if spec.random_weights:
             log.warning("serving RANDOM weights: predictions are meaningless (test/smoke mode)")
 
     def mark_ready(self) -> None:
@@ -230,30 +256,31 @@ class ModelHost:
         return self._engine
 
     def status(self) -> HostStatus:
-        source = self._source
+        spec = self._spec
         info = self._runtime.info if self._runtime is not None else None
         return HostStatus(
             state=self.state,
             detail=self.detail,
             model=self.settings.model_name,
-            weights=source.weights_id if source else None,
-            weights_source=source.kind.value if source else None,
-            random_weights=source.is_random if source else None,
+            weights=spec.weights_id if spec else None,
+            weights_source=spec.weights_source if spec else None,
+            random_weights=spec.random_weights if spec else None,
             backend=info.backend if info else None,
             device=info.device if info else None,
             dtype=info.dtype if info else None,
+            model_source=info.model_source if info else None,
         )
 
     def card(self) -> ModelCard:
         """The loaded model's description; NotReadyError before it is ready."""
         engine = self.require_ready()
-        source = self.resolve()
+        spec = self.resolve()
         info = engine.runtime.info
         return ModelCard(
-            model=source.model_name,
-            weights=source.weights_id,
-            weights_source=source.kind.value,
-            random_weights=source.is_random,
+            model=spec.model_name,
+            weights=spec.weights_id,
+            weights_source=spec.weights_source,
+            random_weights=spec.random_weights,
             labels=engine.labels,
             preprocessor=engine.preprocessor,
             backend=info.backend,
@@ -262,8 +289,9 @@ class ModelHost:
             compiled=info.compiled,
             num_threads=info.num_threads,
             max_batch_size=self.settings.max_batch_size,
+            model_source=info.model_source,
         )
 
     @property
     def weights_id(self) -> str:
-        return self._source.weights_id if self._source else "unknown"
+        return self._spec.weights_id if self._spec else "unknown"

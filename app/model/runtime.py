@@ -1,6 +1,6 @@
 """The model runtime: the one owner of the model, its device and its engine's threads.
 
-It knows tensors, nothing of HTTP or batching policy. `infer` is called from exactly one thread
+It knows arrays, nothing of HTTP or batching policy. `infer` is called from exactly one thread
 (the batcher's model worker), so the engine's thread pool is never shared by two forward passes.
 
 It chooses the engine once, at load (`SERVING_BACKEND`): OpenVINO on a CPU (app/model/backends/
@@ -8,25 +8,32 @@ openvino_backend.py), torch on a GPU or when asked for torch.compile (app/model/
 torch_backend.py), and torch when OpenVINO cannot load under `auto` (logged as a warning).
 Precision is chosen with it: bf16 where the device has it natively, fp32 otherwise, or int8
 on request (OpenVINO only).
+
+The model comes either built (the OpenVINO IR baked into the image, app/model/ir: no torch is
+imported at all) or as torchvision's module (converted to OpenVINO here, or run by torch).
+torch is imported only on the second path, or to ask whether there is a GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch import nn
 
-from app.images.preprocess import Preprocessor
 from app.model.backends.base import InferenceBackend, RuntimeInfo
 from app.model.cpu import cpu_has_native_bf16, default_torch_threads
+from app.model.ir.package import ModelPackage
 from app.model.options import BackendChoice, DeviceChoice, Precision
-from app.model.weights import LoadedModel, WeightsSource
+from app.model.spec import ModelSource, ModelSpec
+
+if TYPE_CHECKING:
+    from app.model.weights import LoadedModel
 
 __all__ = ["ModelRuntime", "RuntimeInfo", "RuntimePlan", "plan_runtime", "resolve_backend"]
 
@@ -42,11 +49,18 @@ def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return probabilities
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device; False where torch is not installed (the CPU image)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def wants_gpu(choice: DeviceChoice) -> bool:
     """Whether this choice means a CUDA device (without failing when there is none)."""
-    return choice is DeviceChoice.CUDA or (
-        choice is DeviceChoice.AUTO and torch.cuda.is_available()
-    )
+    return choice is DeviceChoice.CUDA or (choice is DeviceChoice.AUTO and cuda_available())
 
 
 def resolve_backend(
@@ -54,39 +68,39 @@ def resolve_backend(
     device: DeviceChoice,
     precision: Precision = Precision.AUTO,
     compile_model: bool = False,
+    built: bool = False,
 ) -> BackendChoice:
-    """`auto` made concrete: OpenVINO for int8 and on a CPU; torch for torch.compile and on a
-    GPU. An explicit choice stands (Settings refuses the combinations that cannot run)."""
+    """`auto` made concrete: OpenVINO for int8, on a CPU and for a build-time IR; torch for
+    torch.compile and on a GPU. An explicit choice stands (Settings refuses the combinations
+    that cannot run)."""
     if choice is not BackendChoice.AUTO:
         return choice
-    if precision is Precision.INT8:
+    if built or precision is Precision.INT8:
         return BackendChoice.OPENVINO
     if compile_model or wants_gpu(device):
         return BackendChoice.TORCH
     return BackendChoice.OPENVINO
 
 
-def select_device(choice: DeviceChoice) -> torch.device:
+def select_device(choice: DeviceChoice) -> str:
+    """`cpu` or `cuda`."""
     if choice is DeviceChoice.CUDA:
-        if not torch.cuda.is_available():
+        if not cuda_available():
             raise RuntimeError("SERVING_DEVICE=cuda but torch sees no CUDA device")
-        return torch.device("cuda")
-    if choice is DeviceChoice.AUTO and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+        return "cuda"
+    if choice is DeviceChoice.AUTO and cuda_available():
+        return "cuda"
+    return "cpu"
 
 
-def select_precision(choice: Precision, device: torch.device) -> Precision:
+def select_precision(choice: Precision, device: str) -> Precision:
     if choice is not Precision.AUTO:
         return choice
-    if device.type == "cuda":
+    if device == "cuda":
+        import torch
+
         return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP32
     return Precision.BF16 if cpu_has_native_bf16() else Precision.FP32
-
-
-def crop_size(source: WeightsSource) -> int:
-    """The square input side the weights' preprocessing produces (224 for ResNets)."""
-    return Preprocessor.from_transforms(source.meta_weights.transforms()).crop_size
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,7 @@ class RuntimePlan:
     the engine, the device, the precision and the engine's threads."""
 
     backend: BackendChoice  # concrete: openvino or torch
-    device: torch.device
+    device: str  # cpu or cuda
     precision: Precision  # concrete: fp32, bf16 or int8
     num_threads: int
     compile_model: bool = False
@@ -110,26 +124,28 @@ def plan_runtime(
     precision: Precision = Precision.FP32,
     compile_model: bool = False,
     num_threads: int = 0,
+    built: bool = False,
 ) -> RuntimePlan:
     """`SERVING_BACKEND`, `SERVING_DEVICE`, `SERVING_PRECISION`, `SERVING_NUM_THREADS` made
-    concrete. Threads 0 = the default for the device (`default_torch_threads`)."""
-    resolved = resolve_backend(backend, device, precision, compile_model)
+    concrete. Threads 0 = the default for the device (`default_torch_threads`). `built`: the
+    model is a build-time IR, which only OpenVINO on the CPU runs (nothing to fall back to)."""
+    resolved = resolve_backend(backend, device, precision, compile_model, built)
     on_cpu = resolved is BackendChoice.OPENVINO
-    chosen_device = torch.device("cpu") if on_cpu else select_device(device)
+    chosen_device = "cpu" if on_cpu else select_device(device)
     return RuntimePlan(
         backend=resolved,
         device=chosen_device,
         precision=select_precision(precision, chosen_device),
-        num_threads=num_threads or default_torch_threads(device_type=chosen_device.type),
+        num_threads=num_threads or default_torch_threads(device_type=chosen_device),
         compile_model=compile_model,
-        fallback_to_torch=backend is BackendChoice.AUTO,
+        fallback_to_torch=backend is BackendChoice.AUTO and not built,
     )
 
 
 class ModelRuntime:
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: LoadedModel | ModelPackage,
         *,
         num_threads: int,
         device: DeviceChoice = DeviceChoice.CPU,
@@ -138,26 +154,31 @@ class ModelRuntime:
         backend: BackendChoice = BackendChoice.AUTO,
         plan: RuntimePlan | None = None,
     ) -> None:
-        """`plan` when the caller made the choices already (the model host); otherwise they are
-        made here from the same arguments (benchmarks, tests)."""
+        """`loaded`: torchvision's module with its weights, or the build-time IR. `plan` when
+        the caller made the choices already (the model host); otherwise they are made here from
+        the same arguments (benchmarks, tests)."""
+        built = isinstance(loaded, ModelPackage)
         plan = plan or plan_runtime(
             backend=backend,
             device=device,
             precision=precision,
             compile_model=compile_model,
             num_threads=num_threads,
+            built=built,
         )
         self.plan = plan
-        self.source = loaded.source
-        self.labels = loaded.labels
+        self.spec: ModelSpec = loaded.spec
+        self.labels = list(self.spec.labels)
         self.device = plan.device
         self.precision = plan.precision
         engine: InferenceBackend | None = None
+        source = ModelSource.TORCH
         if plan.backend is BackendChoice.OPENVINO:
             try:
-                engine = self._openvino(loaded.model, plan.num_threads)
+                engine = self._openvino(loaded, plan.num_threads)
+                source = ModelSource.IR if built else ModelSource.CONVERTED
             except Exception as exc:
-                if not plan.fallback_to_torch or self.precision is Precision.INT8:
+                if built or not plan.fallback_to_torch or self.precision is Precision.INT8:
                     raise
                 log.warning(
                     "OpenVINO could not load the model (%s: %s); falling back to torch",
@@ -165,33 +186,50 @@ class ModelRuntime:
                     exc,
                 )
         if engine is None:
-            from app.model.backends.torch_backend import TorchBackend
-
-            engine = TorchBackend(
-                loaded.model,
-                device=self.device,
-                precision=self.precision,
-                num_threads=plan.num_threads,
-                compile_model=plan.compile_model,
-            )
+            if isinstance(loaded, ModelPackage):
+                raise ValueError("a build-time IR runs on OpenVINO only, not on torch")
+            engine = self._torch(loaded, plan)
         self._engine = engine
-        self.info: RuntimeInfo = engine.info
+        self.info: RuntimeInfo = dataclasses.replace(engine.info, model_source=source.value)
 
-    def _openvino(self, model: nn.Module, num_threads: int) -> InferenceBackend:
-        from app.model.backends.openvino_backend import OpenVINOBackend
+    def _openvino(self, loaded: LoadedModel | ModelPackage, num_threads: int) -> InferenceBackend:
+        from app.model.backends.openvino_backend import OpenVINOBackend, read_model
 
-        quantize = None
-        if self.precision is Precision.INT8:
-            from app.model.backends.int8 import quantizer
+        ov_model: Any
+        if isinstance(loaded, ModelPackage):
+            # Quantized at build time when int8 (open_package checked the two agree).
+            ov_model = read_model(loaded.xml)
+        else:
+            from app.model.backends.convert import convert
 
-            quantize = quantizer(self.source)
+            quantize = None
+            if self.precision is Precision.INT8:
+                from app.model.backends.int8 import quantizer
+
+                # Before converting: fails at once when NNCF or its photographs are missing.
+                quantize = quantizer(self.spec.preprocessor)
+            ov_model = convert(loaded.model, self.spec.preprocessor.crop_size)
+            if quantize is not None:
+                ov_model = quantize(ov_model)
         return OpenVINOBackend(
-            model,
+            ov_model,
             precision=self.precision,
             num_threads=num_threads,
-            image_size=crop_size(self.source),
             bf16_native=cpu_has_native_bf16(),
-            quantize=quantize,
+        )
+
+    @staticmethod
+    def _torch(loaded: LoadedModel, plan: RuntimePlan) -> InferenceBackend:
+        import torch
+
+        from app.model.backends.torch_backend import TorchBackend
+
+        return TorchBackend(
+            loaded.model,
+            device=torch.device(plan.device),
+            precision=plan.precision,
+            num_threads=plan.num_threads,
+            compile_model=plan.compile_model,
         )
 
     @property
@@ -211,5 +249,11 @@ class ModelRuntime:
         compilation, kernel selection or allocator growth. Returns the seconds spent."""
         started = time.perf_counter()
         for size in sorted(set(batch_sizes)):
-            self.infer(np.zeros((size, 3, image_size, image_size), dtype=np.float32))
+            scores = self.infer(np.zeros((size, 3, image_size, image_size), dtype=np.float32))
+            if scores.shape != (size, self.num_classes):
+                # A model and labels that disagree would name the wrong classes on every answer.
+                raise ValueError(
+                    f"the model gives {scores.shape[1:]} scores per image for "
+                    f"{self.num_classes} labels"
+                )
         return time.perf_counter() - started

@@ -26,8 +26,22 @@ from torch import nn
 from torchvision import models
 from torchvision.models import WeightsEnum
 
-RANDOM = "random"
-STATE_DICT_SUFFIXES = (".pth", ".pt")
+from app.images.preprocess import Preprocessor
+from app.model.errors import WeightsUnavailableError
+from app.model.spec import RANDOM, STATE_DICT_SUFFIXES, ModelSpec, looks_like_path
+
+__all__ = [
+    "RANDOM",
+    "STATE_DICT_SUFFIXES",
+    "LoadedModel",
+    "WeightsSource",
+    "WeightsSourceKind",
+    "WeightsUnavailableError",
+    "describe",
+    "load_model",
+    "resolve_weights",
+    "weights_names",
+]
 
 
 class WeightsSourceKind(StrEnum):
@@ -35,10 +49,6 @@ class WeightsSourceKind(StrEnum):
     CACHE = "cache"
     DOWNLOAD = "download"
     RANDOM = "random"
-
-
-class WeightsUnavailableError(RuntimeError):
-    """No usable weights: the message says what to set. Start-up stops on it."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,10 @@ class LoadedModel:
     source: WeightsSource
     labels: list[str]
 
+    @property
+    def spec(self) -> ModelSpec:
+        return describe(self.source)
+
 
 def hub_checkpoint_dir() -> Path:
     """torch's cache for downloaded weights; honours TORCH_HOME."""
@@ -88,10 +102,6 @@ def weights_enum(model_name: str) -> type[WeightsEnum]:
 
 def file_name(weights: WeightsEnum) -> str:
     return os.path.basename(str(weights.url))
-
-
-def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or spec.endswith(STATE_DICT_SUFFIXES) or spec.startswith(".")
 
 
 def named_weights(enum: type[WeightsEnum], spec: str) -> WeightsEnum:
@@ -122,7 +132,7 @@ def resolve_weights(
     if spec.lower() == RANDOM:
         return WeightsSource(model_name, WeightsSourceKind.RANDOM, default, None)
 
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(
@@ -146,6 +156,32 @@ def resolve_weights(
         f"{str(cached)!r} is not in torch's cache and SERVING_ALLOW_WEIGHTS_DOWNLOAD is false; "
         "put the file there (TORCH_HOME sets the cache), set SERVING_MODEL_WEIGHTS to a .pth "
         "path, allow the download, or set SERVING_MODEL_WEIGHTS=random for a smoke run"
+    )
+
+
+def weights_names(source: WeightsSource) -> tuple[str, ...]:
+    """The SERVING_MODEL_WEIGHTS values that select these weights (a manifest records them)."""
+    if source.is_random:
+        return (RANDOM,)
+    if source.kind is WeightsSourceKind.FILE:
+        return (source.weights_id,)
+    meta = source.meta_weights
+    names = [source.weights_id, meta.name]
+    if type(meta)["DEFAULT"] is meta:
+        names.append("DEFAULT")
+    return tuple(names)
+
+
+def describe(source: WeightsSource) -> ModelSpec:
+    """What the service needs to know of these weights before loading them."""
+    return ModelSpec(
+        model_name=source.model_name,
+        weights_id=source.weights_id,
+        weights_source=source.kind.value,
+        random_weights=source.is_random,
+        labels=tuple(source.meta_weights.meta["categories"]),
+        preprocessor=Preprocessor.from_transforms(source.meta_weights.transforms()),
+        from_ir=False,
     )
 
 

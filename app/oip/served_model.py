@@ -44,8 +44,7 @@ class ServedModel:
 
     @cached_property
     def labels(self) -> Sequence[str]:
-        categories: list[str] = self._service.host.resolve().meta_weights.meta["categories"]
-        return tuple(categories)
+        return self._service.host.resolve().labels
 
     @property
     def num_classes(self) -> int:

@@ -5,11 +5,15 @@ variable and the rule, never a secret's value (app/settings/errors.py)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 
 from pydantic import SecretStr
 
 from app.model.options import BackendChoice, DeviceChoice, Precision
+
+# A torchvision model's name, as far as can be told without torchvision.
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def split_commas(value: object) -> object:
@@ -77,4 +81,18 @@ def engine_choices(
         raise ValueError(
             "SERVING_PRECISION=int8 needs the OpenVINO backend on the CPU (SERVING_BACKEND="
             "auto or openvino, SERVING_DEVICE=cpu or auto, SERVING_COMPILE=false)"
+        )
+
+
+def built_model(
+    model_dir: str, backend: BackendChoice, device: DeviceChoice, compile_model: bool
+) -> None:
+    """A build-time IR runs on OpenVINO, on the CPU; torch has nothing to run from it."""
+    if not model_dir:
+        return
+    if backend is BackendChoice.TORCH or device is DeviceChoice.CUDA or compile_model:
+        raise ValueError(
+            "SERVING_MODEL_DIR (a build-time OpenVINO IR) runs on the CPU with OpenVINO: not "
+            "with SERVING_BACKEND=torch, SERVING_DEVICE=cuda or SERVING_COMPILE=true (the GPU "
+            "image leaves SERVING_MODEL_DIR empty)"
         )

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
             "`IMAGENET1K_V1`, a path to a `.pth` state dict, or `random` (tests/smoke only)."
         ),
     )
+    model_dir: str = Field(
+        "",
+        description=(
+            "Directory of the model compiled when the image was built (OpenVINO IR and its "
+            "`manifest.json`; the CPU image sets `/opt/model`): served without torch, and start-up "
+            "stops if it is not the model that SERVING_MODEL_NAME, SERVING_MODEL_WEIGHTS and "
+            "SERVING_PRECISION ask for. Empty = convert torchvision's model at start-up (needs "
+            "torch)."
+        ),
+    )
     allow_weights_download: bool = Field(
         True,
         description="Let torchvision download named weights that are not in torch's cache.",
@@ -277,6 +287,7 @@ class Settings(BaseSettings):
                  "SERVING_GRPC_PORT": self.grpc_port}  # fmt: skip
         checks.ports_and_timeouts(ports, self.request_timeout_s, self.max_request_timeout_s)
         checks.engine_choices(self.backend, self.device, self.precision, self.compile)
+        checks.built_model(self.model_dir, self.backend, self.device, self.compile)
         return self
 
     @field_validator("log_level", mode="before")
@@ -287,10 +298,16 @@ class Settings(BaseSettings):
     @field_validator("model_name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        # Imported here, not at module import: torchvision is heavy and settings stay cheap.
-        from torchvision import models
-
         name = value.strip().lower()
+        try:
+            # Imported here, not at module import: torchvision is heavy and settings stay cheap.
+            from torchvision import models
+        except ImportError:
+            # The CPU image has no torchvision: its build-time model's manifest says which
+            # architecture it holds, and start-up stops when the name differs.
+            if not checks.MODEL_NAME.fullmatch(name):
+                raise ValueError(f"{value!r} is not a model name") from None
+            return name
         known = models.list_models(module=models)
         if name not in known:
             raise ValueError(

@@ -161,7 +161,16 @@ class Metrics:
         self.model_info = Gauge(
             "model_info",
             "The loaded model: always 1, the labels say which model, weights and path run.",
-            ["model", "weights", "weights_source", "backend", "device", "dtype", "compiled"],
+            [
+                "model",
+                "weights",
+                "weights_source",
+                "model_source",
+                "backend",
+                "device",
+                "dtype",
+                "compiled",
+            ],
             registry=r,
         )
         self.model_ready = Gauge(

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from app.model.backends.openvino_backend import convert, import_openvino
+from app.model.backends.convert import convert
+from app.model.backends.openvino_backend import import_openvino
 from app.model.cpu import available_cpus, cpu_has_native_bf16, cpu_model_name
 from app.model.weights import load_model, resolve_weights
 from bench.lib.results import command_line, write_result

@@ -13,7 +13,7 @@ from PIL import Image
 
 from app.model.backends.int8 import CALIBRATION_PHOTOS, calibration_dir, calibration_inputs
 from app.model.options import BackendChoice, Precision
-from app.model.weights import resolve_weights
+from app.model.weights import describe, resolve_weights
 from helpers.accuracy import (
     assert_keeps_top1_and_four_of_top5,
     photos_batch,
@@ -34,7 +34,8 @@ def test_calibration_photographs_are_not_the_test_photographs() -> None:
 
 
 def test_calibration_inputs_are_preprocessed_like_uploads() -> None:
-    inputs = calibration_inputs(resolve_weights("resnet18", "random", allow_download=False))
+    source = resolve_weights("resnet18", "random", allow_download=False)
+    inputs = calibration_inputs(describe(source).preprocessor)
     assert len(inputs) == 6 * len(CALIBRATION_PHOTOS)
     assert {x.shape for x in inputs} == {(1, 3, 224, 224)}
     assert all(x.dtype.name == "float32" for x in inputs)

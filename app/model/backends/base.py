@@ -20,6 +20,8 @@ class RuntimeInfo:
     compiled: bool  # torch.compile (torch backend only)
     channels_last: bool
     num_threads: int
+    # ir, converted or torch (app.model.spec.ModelSource): filled in by the runtime.
+    model_source: str = ""
 
 
 class InferenceBackend(Protocol):

@@ -1,4 +1,5 @@
-"""int8 for the OpenVINO backend: post-training quantization with NNCF at start-up.
+"""int8 for the OpenVINO backend: post-training quantization with NNCF, when the image is built
+(`python -m app.model.ir.build --precision int8`) or, without a build-time model, at start-up.
 
 Calibration needs real photographs. It uses ones that ship inside scikit-image's data folder
 (installed with the `int8` extra, as NNCF is), and never the photographs the tests judge
@@ -22,7 +23,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from app.images.preprocess import Preprocessor
-from app.model.weights import WeightsSource
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,8 @@ def _views(image: Image.Image) -> Iterator[Image.Image]:
         yield ImageOps.mirror(crop) if number % 2 else crop
 
 
-def calibration_inputs(source: WeightsSource) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
+def calibration_inputs(pre: Preprocessor) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
     """Preprocessed (1, 3, H, W) inputs, exactly as the service preprocesses uploads."""
-    pre = Preprocessor.from_transforms(source.meta_weights.transforms())
     folder = calibration_dir()
     inputs = []
     for name in CALIBRATION_PHOTOS:
@@ -85,7 +84,7 @@ def calibration_inputs(source: WeightsSource) -> list[np.ndarray[Any, np.dtype[n
     return inputs
 
 
-def quantizer(source: WeightsSource) -> Any:
+def quantizer(preprocessor: Preprocessor) -> Any:
     """A transform ov.Model -> int8 ov.Model, for OpenVINOBackend's `quantize`. Fails at once
     (before any conversion) when NNCF or the calibration photographs are missing."""
     from app.model.backends.openvino_backend import block_telemetry
@@ -97,7 +96,7 @@ def quantizer(source: WeightsSource) -> Any:
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
     except ImportError as exc:
         raise RuntimeError(_INSTALL_HINT) from exc
-    inputs = calibration_inputs(source)
+    inputs = calibration_inputs(preprocessor)
 
     # NNCF logs in plain text to stdout and draws progress bars there: its messages go through
     # the service's logging instead (warnings and up), its progress bars nowhere.

@@ -1,31 +1,27 @@
 """The OpenVINO backend: the default on a CPU.
 
-The torchvision module is converted in process (`openvino.convert_model`, about a second for
-ResNet-50; no files, no C++ compiler) with a dynamic batch dimension, then compiled for the CPU
-plugin once: one compiled model serves every batch size the batcher produces. Its threads come
+It takes an OpenVINO model with a dynamic batch dimension: the IR built with the image
+(app/model/ir), or torchvision's module converted at start-up (app/model/backends/convert.py),
+and compiles it for the CPU plugin once: one compiled model serves every batch size the batcher
+produces. This module needs no torch. Its threads come
 from SERVING_NUM_THREADS (INFERENCE_NUM_THREADS) with one stream and the LATENCY hint: the
 batcher runs one batch at a time, so a second stream would only halve the threads of each
 (measured in bench/ceiling.py and docs/PERFORMANCE.md, "Threads").
 
 Precision is a compile hint: bf16 on CPUs with AMX or AVX512-BF16, f32 otherwise, or an int8
-model quantized with NNCF (`app.model.backends.int8`). What the plugin really runs is read back from
-the compiled model and reported, never assumed.
+model quantized with NNCF (`app.model.backends.int8`: at build time, or at start-up). What the
+plugin really runs is read back from the compiled model and reported, never assumed.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
-import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch import nn
 
 from app.model.backends.base import RuntimeInfo
 from app.model.options import Precision
@@ -36,7 +32,7 @@ log = logging.getLogger(__name__)
 _HINTS = {Precision.FP32: "f32", Precision.BF16: "bf16"}
 _DTYPE_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
-# Optional model transform between conversion and compilation (int8 quantization).
+# A model transform between conversion and compilation (int8 quantization).
 Transform = Callable[[Any], Any]
 
 
@@ -55,62 +51,23 @@ def import_openvino() -> Any:
     return openvino
 
 
-_export_thread: ThreadPoolExecutor | None = None
-_export_thread_lock = threading.Lock()
-
-
-def _exporter() -> ThreadPoolExecutor:
-    """One long-lived thread for every torch.export in the process. torch 2.11 (CUDA build, no
-    GPU) ties a device guard to the thread of the first export; exporting again after that
-    thread had ended crashed the process (a segfault: a second app in one test process, a new
-    model thread). Exports on this thread only, which lives as long as the process."""
-    global _export_thread
-    with _export_thread_lock:
-        if _export_thread is None:
-            _export_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
-        return _export_thread
-
-
-def _export(model: nn.Module, image_size: int) -> Any:
-    ov = import_openvino()
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    example = torch.zeros(2, 3, image_size, image_size)
-    with warnings.catch_warnings():
-        # torch's own pytree internals, on every export in torch 2.11: not ours to act on.
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        exported = torch.export.export(
-            model.eval(), (example,), dynamic_shapes=({0: batch},), strict=False
-        )
-        return ov.convert_model(exported)
-
-
-def convert(model: nn.Module, image_size: int) -> Any:
-    """torchvision module -> ov.Model with a dynamic batch dimension and a fixed image size.
-
-    Through `torch.export` (a few seconds for ResNet-50 on a loaded 2-CPU machine, where the
-    converter's default TorchScript tracing took 15-27 s and is deprecated in torch 2.11)."""
-    ov_model = _exporter().submit(_export, model, image_size).result()
-    ov_model.reshape([-1, 3, image_size, image_size])
-    return ov_model
+def read_model(xml: Any) -> Any:
+    """An IR from disk (model.xml beside its model.bin) as an openvino.Model."""
+    return import_openvino().Core().read_model(str(xml))
 
 
 class OpenVINOBackend:
     def __init__(
         self,
-        model: nn.Module,
+        ov_model: Any,
         *,
         precision: Precision,
         num_threads: int,
-        image_size: int,
         bf16_native: bool,
-        quantize: Transform | None = None,
     ) -> None:
+        """`ov_model`: an openvino.Model, already quantized when `precision` is int8."""
         ov = import_openvino()
-        ov_model = convert(model, image_size)
         if precision is Precision.INT8:
-            if quantize is None:
-                raise ValueError("int8 needs a quantization step")
-            ov_model = quantize(ov_model)
             # The ops NNCF leaves in floating point run in bf16 where that is native.
             hint = "bf16" if bf16_native else "f32"
         elif precision in _HINTS:
