@@ -384,12 +384,26 @@ def test_install_sh_puts_the_locked_pip_in_before_the_lock() -> None:
     assert text.index(line) < text.index('-r "$lock"')
 
 
-def test_dockerfile_puts_the_locked_pip_in_before_the_lock() -> None:
+def test_dockerfile_puts_the_locked_pip_in_before_each_lock() -> None:
+    # Three stages install a lock (cpu-deps, convert, gpu-deps): in each, the pip install just
+    # before the lock's is the hash-checked pip.txt.
     text = (ROOT / "Dockerfile").read_text()
     assert "COPY requirements/pip.txt" in text
-    line = bootstrap_line(text)
-    assert "--require-hashes --only-binary=:all:" in line
-    assert text.index(line) < text.index('-r "$lock"')
+    installs = [
+        (m.start(), m.group(1))
+        for m in re.finditer(
+            r"pip install --require-hashes --only-binary=:all:(?:[^\n]|\\\n)*?-r (\S+)", text
+        )
+    ]
+    locks = [(at, lock) for at, lock in installs if lock != "requirements/pip.txt"]
+    assert {lock for _, lock in locks} == {
+        "requirements/runtime-cpu.txt",
+        '"$lock"',
+        "requirements/runtime-gpu.txt",
+    }
+    for at, lock in locks:
+        before = [name for start, name in installs if start < at]
+        assert before[-1:] == ["requirements/pip.txt"], lock
 
 
 @pytest.mark.slow
