@@ -3,6 +3,7 @@
 #
 #   scripts/cluster.sh up [--no-release]   build what is missing, start everything, install the chart
 #   scripts/cluster.sh status              what runs, the node, the release
+#   scripts/cluster.sh image [cpu|gpu]     only build the project image (engine started) and measure it
 #   scripts/cluster.sh down [--keep-images]  stop everything `up` started; remove its images
 #   CLUSTER_IMAGE_TAG=local-<id> scripts/cluster.sh up   reuse a loaded image instead of building
 #
@@ -45,7 +46,7 @@ NODE_NAME=$(hostname | tr '[:upper:]' '[:lower:]')
 CHART_COPY=$CLUSTER_DIR/chart
 RELEASE_TIMEOUT=${RELEASE_TIMEOUT:-10m}
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 require_root() { [ "$(id -u)" -eq 0 ] || die "run as root (containerd, the kubelet and iptables need it)"; }
 
@@ -116,6 +117,17 @@ cmd_up() {
   cmd_status
 }
 
+cmd_image() {
+  local target=${1:-cpu}
+  case $target in cpu | gpu) ;; *) die "image: cpu or gpu, not $target" ;; esac
+  require_root
+  mkdir -p "$CLUSTER_LOGS" "$CLUSTER_RUN" "$CLUSTER_BUILD"
+  ensure_packages
+  engine_up
+  base_images
+  project_image "$target"
+}
+
 cmd_status() {
   local name state rc=0
   for name in containerd dockerd "${NODE_DAEMONS[@]}"; do
@@ -157,5 +169,6 @@ case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
+  image) shift; cmd_image "$@" ;;
   *) usage ;;
 esac

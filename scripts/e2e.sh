@@ -41,8 +41,11 @@ disk_after=$(used_kib)
 tag=$(.tools/cluster/bin/kubectl --kubeconfig "$CLUSTER_DIR/kubeconfig" -n resnet get deployment \
   -l app.kubernetes.io/instance=resnet-serving -o jsonpath='{.items[0].spec.template.spec.containers[0].image}')
 image_bytes=$(/usr/bin/docker image inspect -f '{{.Size}}' "$tag" 2>/dev/null || echo null)
+# Measured by cluster.sh when it built the image (docker save | gzip); null when it reused one.
+compressed=$(jq '.compressed_bytes' "$CLUSTER_DIR/image-cpu.json" 2>/dev/null || echo null)
 cat >"$SETUP_JSON" <<JSON
 {"cluster_up_seconds": $up_seconds, "image": "$tag", "image_bytes": $image_bytes,
+ "image_compressed_bytes": ${compressed:-null},
  "disk_used_by_up_gib": $(awk -v a="$disk_before" -v b="$disk_after" 'BEGIN { printf "%.1f", (b - a) / 1048576 }'),
  "disk_used_total_gib": $(awk -v b="$disk_after" 'BEGIN { printf "%.1f", b / 1048576 }')}
 JSON

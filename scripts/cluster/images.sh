@@ -3,8 +3,10 @@
 # image from the project's own Dockerfile, pause and CoreDNS from static binaries; each loaded
 # into containerd's k8s.io namespace. Sourced by scripts/cluster.sh.
 
-LOCAL_DEBIAN_IMAGE=local/debian:$LOCAL_DEBIAN_SUITE
-LOCAL_PYTHON_IMAGE=local/python:3.11-$LOCAL_DEBIAN_SUITE
+# -slim: trimmed like Docker's official Debian slim images (no .debs, apt lists, docs, man pages
+# or translations), so that the project image measured here carries what python:3.11-slim would.
+LOCAL_DEBIAN_IMAGE=local/debian:$LOCAL_DEBIAN_SUITE-slim
+LOCAL_PYTHON_IMAGE=local/python:3.11-$LOCAL_DEBIAN_SUITE-slim
 PROJECT_IMAGE_REPOSITORY=local/resnet-serving
 COREDNS_IMAGE=local/coredns:$COREDNS_VERSION
 # The CA bundle the build trusts for pip and the weights download (a BuildKit secret: it is
@@ -13,6 +15,22 @@ BUILD_CA_BUNDLE=${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 # Weights baked into the project image: `random` (no ImageNet weights can be had here), or a
 # weights name with the file in weights/ (see the Dockerfile).
 LOCAL_MODEL_WEIGHTS=${LOCAL_MODEL_WEIGHTS:-random}
+
+# What Docker's official Debian slim images leave out (debuerreotype's --slim): the packages
+# debootstrap downloaded (~120 MB), apt's lists, documentation, man pages and translations; and
+# the dpkg and apt settings that keep later installs (the Python layer) from bringing them back.
+slim_rootfs() {
+  local rootfs=$1
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+    "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/lintian
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
+    'path-exclude /usr/share/locale/*' 'path-exclude /usr/share/lintian/*' \
+    >"$rootfs/etc/dpkg/dpkg.cfg.d/slim"
+  printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true"; };' \
+    'APT::Keep-Downloaded-Packages "false";' >"$rootfs/etc/apt/apt.conf.d/docker-clean"
+}
 
 docker_has() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
@@ -34,6 +52,7 @@ base_images() {
     rm -rf "$rootfs"
     debootstrap --variant=minbase "$LOCAL_DEBIAN_SUITE" "$rootfs" "$mirror" >"$CLUSTER_LOGS/debootstrap.log" 2>&1 \
       || die "debootstrap failed (log: $CLUSTER_LOGS/debootstrap.log)"
+    slim_rootfs "$rootfs"
     tar -C "$rootfs" -c . | "$DOCKER" import - "$LOCAL_DEBIAN_IMAGE" >/dev/null
     rm -rf "$rootfs"
   fi
@@ -46,20 +65,41 @@ base_images() {
 }
 
 # Builds the project image from the real Dockerfile and prints its tag: local-<image id>, so
-# that a changed image changes the chart's image tag and `helm upgrade` rolls the pods.
+# that a changed image changes the chart's image tag and `helm upgrade` rolls the pods. The
+# target: cpu (the default: no torch, the model baked as OpenVINO IR) or gpu (torch/CUDA). Its
+# sizes and the cost of each layer go to $CLUSTER_DIR/image-<target>.json (measure_image).
 project_image() {
-  log "building the project image from ./Dockerfile (PYTHON_IMAGE=$LOCAL_PYTHON_IMAGE, torch from PyPI, weights $LOCAL_MODEL_WEIGHTS)"
-  local id
-  # TORCH_INDEX_URL empty: PyPI's torch (the CPU index is not reachable from these machines).
-  DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain -t "$PROJECT_IMAGE_REPOSITORY:build" \
+  local target=${1:-cpu} ref id
+  ref=$PROJECT_IMAGE_REPOSITORY:build
+  [ "$target" = cpu ] || ref+=-$target
+  log "building the $target image from ./Dockerfile (PYTHON_IMAGE=$LOCAL_PYTHON_IMAGE, converter's torch from PyPI, weights $LOCAL_MODEL_WEIGHTS)"
+  # TORCH_INDEX_URL empty: PyPI's torch for the converter stage (the CPU index is not reachable
+  # from these machines); nothing of that stage ships but the IR.
+  DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain --target "$target" -t "$ref" \
     --build-arg PYTHON_IMAGE="$LOCAL_PYTHON_IMAGE" --build-arg TORCH_INDEX_URL= \
     --build-arg MODEL_WEIGHTS="$LOCAL_MODEL_WEIGHTS" \
     --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    --secret id=ca_bundle,src="$BUILD_CA_BUNDLE" "$ROOT" >"$CLUSTER_LOGS/image-build.log" 2>&1 \
-    || die "docker build failed (log: $CLUSTER_LOGS/image-build.log)"
-  id=$("$DOCKER" image inspect -f '{{.Id}}' "$PROJECT_IMAGE_REPOSITORY:build")
+    --secret id=ca_bundle,src="$BUILD_CA_BUNDLE" "$ROOT" >"$CLUSTER_LOGS/image-build-$target.log" 2>&1 \
+    || die "docker build failed (log: $CLUSTER_LOGS/image-build-$target.log)"
+  measure_image "$ref" "$target" >&2
+  id=$("$DOCKER" image inspect -f '{{.Id}}' "$ref")
   id=${id#sha256:}
   echo "local-${id:0:12}"
+}
+
+# measure_image REF TARGET: the uncompressed size (what `docker image inspect` reports, the
+# figure the 1 GiB bound is about), the compressed size (`docker save | gzip`: about what a
+# registry stores and a node pulls) and each layer's size with the instruction that made it.
+measure_image() {
+  local ref=$1 target=$2 bytes compressed out=$CLUSTER_DIR/image-$2.json
+  bytes=$("$DOCKER" image inspect -f '{{.Size}}' "$ref")
+  compressed=$("$DOCKER" save "$ref" | gzip -c | wc -c)
+  "$DOCKER" history --no-trunc --format '{{json .}}' "$ref" \
+    | jq -s --arg ref "$ref" --arg target "$target" --argjson bytes "$bytes" \
+      --argjson compressed "$compressed" \
+      '{image: $ref, target: $target, bytes: $bytes, compressed_bytes: $compressed,
+        layers: [.[] | {size: .Size, created_by: (.CreatedBy | .[0:160])}]}' >"$out"
+  log "$target image: $(numfmt --to=iec "$bytes") uncompressed ($bytes bytes), $(numfmt --to=iec "$compressed") compressed; layers: $out"
 }
 
 # load_project_image TAG: into containerd, once; earlier builds go (each is several GB, and the
