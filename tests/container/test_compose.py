@@ -76,8 +76,15 @@ def test_app_is_built_here_and_hardened_like_in_the_cluster(
     app = compose["services"]["app"]
     assert app["build"]["context"] == "."
     assert (ROOT / app["build"]["context"] / "Dockerfile").is_file()
+    # No target: the Dockerfile's default, the cpu image; its build args are ones it declares.
+    assert "target" not in app["build"]
+    target = dockerfile.default_target
+    assert target.name == "cpu"
+    for arg in app["build"].get("args", {}):
+        assert arg in target.args(), f"build arg {arg} is not the cpu target's"
+        assert arg in dockerfile.stage("convert").args(), f"build arg {arg} misses the converter"
     # The image's own user; read-only root with /tmp as tmpfs, no capabilities.
-    assert app["user"] == dockerfile.stage("runtime").all("USER")[-1].args
+    assert app["user"] == dockerfile.all(target.name, "USER")[-1].args
     assert app["read_only"] is True
     assert any(str(t).split(":")[0] == "/tmp" for t in app["tmpfs"])
     assert app["cap_drop"] == ["ALL"]
