@@ -97,9 +97,8 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
         rm -f "$ov"/libs/libopenvino_"$frontend"_frontend.so.*; done \
     && rm -rf "$ov/include" "$ov/cmake" "$ov/tools" "$ov/torch" "$ov/frontend/onnx" \
         "$ov/frontend/tensorflow" "$ov/frontend/paddle" "$ov/frontend/pytorch" "$ov/frontend/jax" \
-        "$site/setuptools" "$site/pkg_resources" "$site/_distutils_hack" \
-        "$site/distutils-precedence.pth" \
     && find "$site" -depth -type d -name tests -exec rm -rf {} + \
+    && python -m pip uninstall --yes --quiet setuptools \
     && python -m pip uninstall --yes --quiet pip \
     && ls "$ov/libs/libopenvino_ir_frontend.so".* "$ov/libs/libopenvino_intel_cpu_plugin.so"
 

@@ -211,8 +211,18 @@ def test_the_cpu_venvs_slimming_keeps_what_serves_an_ir(
     assert found == 1
     site = slimmed_site(tmp_path)
     before = {p.name for p in (site / "openvino" / "libs").iterdir()}
-    # `python -m pip uninstall` is the only python left to run; anything else fails the test.
-    fake_python = 'python() { [ "$*" = "-m pip uninstall --yes --quiet pip" ] || exit 99; }'
+    # `python -m pip uninstall` of setuptools (with its .dist-info: a scanner would otherwise
+    # report a package that is not there), then of pip, is the only python left to run;
+    # anything else fails the test. The fake removes what the real uninstall would.
+    fake_python = (
+        "python() { case \"$*\" in\n"
+        '  "-m pip uninstall --yes --quiet setuptools") rm -rf "$FAKE_SITE"/setuptools '
+        '"$FAKE_SITE"/pkg_resources "$FAKE_SITE"/_distutils_hack '
+        '"$FAKE_SITE"/distutils-precedence.pth "$FAKE_SITE"/setuptools-*.dist-info ;;\n'
+        '  "-m pip uninstall --yes --quiet pip") ;;\n'
+        "  *) exit 99 ;;\n"
+        "esac; }"
+    )
     result = run_bash(
         f'set -eu\n[ -d "$FAKE_SITE" ]\n{fake_python}\n{slimming}',
         {"FAKE_SITE": str(site)},
