@@ -10,7 +10,11 @@ result is each revision's rounds and the medians' ratios (B over A).
         --json bench/results/revisions-redesign.json
 
 Revisions are anything `git rev-parse` takes; `WORKTREE` (the literal word) is the working tree
-as it is, uncommitted changes included.
+as it is, uncommitted changes included. `--head-env NAME=VALUE` (repeatable) adds settings to
+B's server only, and `--head-ir` serves B from a build-time IR built for the model first, with
+torch blocked (the cpu image's way; harness/without_torch.py):
+
+    python -m bench.revisions 8b4b1bb WORKTREE --head-ir --json bench/results/revisions-ir.json
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import statistics
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -56,6 +61,18 @@ def checkout(revision: str, parent: Path) -> Iterator[tuple[Path, str]]:
         git("worktree", "remove", "--force", str(path))
 
 
+def build_ir(checkout: Path, model: str, out: Path) -> Path:
+    """The model (random weights, as serving_env's) built as the cpu image builds it."""
+    subprocess.run(
+        [sys.executable, "-m", "app.model.ir.build", model, "random", "--out", str(out)],
+        cwd=checkout,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    return out
+
+
 def round_order(rounds: int) -> list[int]:
     """A B B A A B B A ...: each revision as often first as second, so a trend over the run
     (a neighbour's load rising) does not favour one of them."""
@@ -77,18 +94,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=4, help="rounds per revision")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per round")
+    parser.add_argument("--head-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--head-ir", action="store_true", help="B serves a build-time IR")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    head_env = dict(item.split("=", 1) for item in args.head_env)
 
     body = small_jpeg()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         parent = Path(tmp)
         servers: list[ManagedProcess] = []
         names = []
-        for revision in (args.base, args.head):
+        for side, revision in enumerate((args.base, args.head)):
             path, commit = stack.enter_context(checkout(revision, parent))
             env = {**serving_env(args.model), "PYTHONPATH": str(path)}
-            server = app_process(env, log_path=parent / f"{commit}.log", cwd=path)
+            if side == 1:
+                env.update(head_env)
+                if args.head_ir:
+                    env["SERVING_MODEL_DIR"] = str(build_ir(path, args.model, parent / "ir"))
+            server = app_process(
+                env,
+                log_path=parent / f"{commit}.log",
+                cwd=path,
+                without_torch=side == 1 and args.head_ir,
+            )
             stack.callback(server.terminate)
             server.start()
             servers.append(server)
@@ -118,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "clients": args.clients,
         "seconds_per_round": args.seconds,
+        "head_settings": {
+            **head_env,
+            **({"SERVING_MODEL_DIR": "(built IR)"} if args.head_ir else {}),
+        },
         "revisions": [
             {"revision": names[0], "rounds": results[0], "median": a},
             {"revision": names[1], "rounds": results[1], "median": b},
