@@ -11,6 +11,9 @@ OOM-killed it, and a normal request after.
 
     python -m bench.memory_burst --model resnet50 --limit-mib 1536 --json out.json
     python -m bench.memory_burst --model resnet18 --env SERVING_MAX_PIXELS_IN_FLIGHT=0
+    python -m bench.memory_burst --model resnet50 --limit-mib 1280 --ir   # as the cpu image runs
+
+`--ir` builds the model as the cpu image does (OpenVINO IR) and serves it with torch blocked.
 
 The figures for the chart's memory limits (docs/DEPLOYMENT.md) come from this script.
 """
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +36,7 @@ import httpx
 from bench.lib.images import small_jpeg
 from bench.lib.memory import PeakRss
 from bench.lib.results import command_line, write_result
-from bench.lib.servers import serving_env
+from bench.lib.servers import build_ir, serving_env
 from harness.big_images import BURST_IMAGES, IMAGES, WIRE_IMAGES
 from harness.burst import burst
 from harness.cgroup import MemoryCgroup
@@ -55,6 +59,9 @@ def metric(base_url: str, name: str) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     env = serving_env(args.model, **dict(item.split("=", 1) for item in args.env))
+    work = Path(tempfile.mkdtemp(prefix="memory_burst-"))
+    if args.ir:
+        env["SERVING_MODEL_DIR"] = str(build_ir(args.model, work / "ir"))
     port = free_port()
     env |= {"SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port),
             "SERVING_GRPC_PORT": str(free_port())}  # fmt: skip
@@ -63,7 +70,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log_path = Path(args.log)
     result: dict[str, Any] = {"bursts": []}
     with contextlib.ExitStack() as stack:
-        command = app_command()
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        command = app_command(without_torch=args.ir)
         if cgroup is not None:
             stack.enter_context(cgroup)
             command = cgroup.wrap(command)
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=10.0, help="X-Request-Timeout")
     parser.add_argument("--env", nargs="*", default=[], help="more SERVING_X=value settings")
+    parser.add_argument("--ir", action="store_true", help="serve a build-time IR, no torch")
     parser.add_argument(
         "--log", default=str(Path(tempfile.gettempdir()) / "memory_burst-server.log")
     )
@@ -125,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "limit_mib": args.limit_mib or None,
         "concurrency": args.concurrency,
         "env": args.env,
+        "model_source": "ir" if args.ir else "converted",
         **run(args),
     }
     if args.json:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -33,7 +32,7 @@ from typing import Any
 from bench.lib.images import small_jpeg
 from bench.lib.load import run_load
 from bench.lib.results import command_line, write_result
-from bench.lib.servers import serving_env, wait_until_idle
+from bench.lib.servers import build_ir, serving_env, wait_until_idle
 from harness.process import ROOT, ManagedProcess, app_process
 
 WORKTREE = "WORKTREE"
@@ -59,18 +58,6 @@ def checkout(revision: str, parent: Path) -> Iterator[tuple[Path, str]]:
         yield path, commit
     finally:
         git("worktree", "remove", "--force", str(path))
-
-
-def build_ir(checkout: Path, model: str, out: Path) -> Path:
-    """The model (random weights, as serving_env's) built as the cpu image builds it."""
-    subprocess.run(
-        [sys.executable, "-m", "app.model.ir.build", model, "random", "--out", str(out)],
-        cwd=checkout,
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
-    return out
 
 
 def round_order(rounds: int) -> list[int]:
@@ -111,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             if side == 1:
                 env.update(head_env)
                 if args.head_ir:
-                    env["SERVING_MODEL_DIR"] = str(build_ir(path, args.model, parent / "ir"))
+                    ir = build_ir(args.model, parent / "ir", checkout=path)
+                    env["SERVING_MODEL_DIR"] = str(ir)
             server = app_process(
                 env,
                 log_path=parent / f"{commit}.log",

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,20 +24,10 @@ import httpx
 
 from bench.lib.images import small_jpeg
 from bench.lib.results import command_line, write_result
-from bench.lib.servers import serving_env
-from harness.process import ROOT, app_process, free_port
+from bench.lib.servers import build_ir, serving_env
+from harness.process import app_process, free_port
 
 PATHS = ("converted", "ir")
-
-
-def build_ir(model: str, out: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "app.model.ir.build", model, "random", "--out", str(out)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
 
 
 def measure(path: str, model: str, ir: Path, work: Path, requests: int) -> dict[str, Any]:

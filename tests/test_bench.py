@@ -105,6 +105,21 @@ def test_run_all_quick_writes_results_and_plot(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_startup_compares_the_converted_model_with_the_build_time_ir(tmp_path: Path) -> None:
+    out = tmp_path / "startup.json"
+    completed = run_module(
+        "bench.startup", "--model", "resnet18", "--rounds", "1", "--requests", "2",
+        "--json", str(out), timeout_s=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(out.read_text())
+    sources = {path: rows[0]["model_source"] for path, rows in result["rounds"].items()}
+    assert sources == {"converted": "converted", "ir": "ir"}
+    assert result["median"]["ir"]["idle_rss_mib"] > 0
+    assert set(result["ratios"]) == {"ready_s", "idle_rss_mib", "rss_after_requests_mib"}
+
+
+@pytest.mark.slow
 def test_locustfile_runs_headless(server: ManagedProcess, tmp_path: Path) -> None:
     prefix = tmp_path / "stats"
     users = ["-u", "4", "-r", "4", "-t", "4s"]

@@ -94,53 +94,16 @@ def private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """Top-level package names imported when the module runs: `if TYPE_CHECKING:` blocks left
-    out (annotations only)."""
+def imported_modules(path: Path, *, in_functions: bool) -> set[str]:
+    """What a module imports: each module's dotted name, and `module.name` for `from module
+    import name` (it may be a submodule). `if TYPE_CHECKING:` blocks are left out (annotations
+    only), and function bodies too unless `in_functions` (imports deferred to a call).
+    Relative imports are left out: the app uses absolute ones."""
 
     def walk(nodes: list[ast.stmt]) -> set[str]:
         found: set[str] = set()
         for node in nodes:
-            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-                found |= walk(node.orelse)
-                continue
-            if isinstance(node, ast.Import):
-                found |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                found.add(node.module.split(".")[0])
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                inner = getattr(node, field, None)
-                if isinstance(inner, list):
-                    found |= walk([n for n in inner if isinstance(n, ast.stmt)])
-                    found |= walk(
-                        [s for h in inner if isinstance(h, ast.ExceptHandler) for s in h.body]
-                    )
-        return found
-
-    return walk(ast.parse(path.read_text()).body)
-
-
-def test_the_core_is_engine_neutral() -> None:
-    # numpy arrays between the stages: torch belongs to the model's backends (and the build).
-    engine = {"torch", "torchvision", "openvino"}
-    parts = ("app.serving", "app.images", "app.oip", "app.api", "app.calls", "app.memory")
-    offenders = {
-        name: sorted(runtime_imports(path) & engine)
-        for name, path in app_modules().items()
-        if name.startswith(parts)
-    }
-    assert {name: found for name, found in offenders.items() if found} == {}
-
-
-def import_time_imports(path: Path) -> set[str]:
-    """Modules imported when this module itself is imported: top-level statements and the
-    blocks they hold, not function bodies (imports deferred to a call) nor `if TYPE_CHECKING:`.
-    Relative imports are resolved to nothing: the app uses absolute ones."""
-
-    def walk(nodes: list[ast.stmt]) -> set[str]:
-        found: set[str] = set()
-        for node in nodes:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if not in_functions and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
                 found |= walk(node.orelse)
@@ -160,6 +123,28 @@ def import_time_imports(path: Path) -> set[str]:
         return found
 
     return walk(ast.parse(path.read_text()).body)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Top-level package names imported when the module runs, deferred imports included."""
+    return {name.split(".")[0] for name in imported_modules(path, in_functions=True)}
+
+
+def test_the_core_is_engine_neutral() -> None:
+    # numpy arrays between the stages: torch belongs to the model's backends (and the build).
+    engine = {"torch", "torchvision", "openvino"}
+    parts = ("app.serving", "app.images", "app.oip", "app.api", "app.calls", "app.memory")
+    offenders = {
+        name: sorted(runtime_imports(path) & engine)
+        for name, path in app_modules().items()
+        if name.startswith(parts)
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def import_time_imports(path: Path) -> set[str]:
+    """Modules imported when this module itself is imported (not those deferred to a call)."""
+    return imported_modules(path, in_functions=False)
 
 
 # The modules that need torch when imported: the torch backend, the conversion, the weights

@@ -77,8 +77,8 @@ def bake(model_name: str, spec: str, *, local_dir: Path | None = None) -> str:
     return f"baked {weights} from {local.name} (sha256 {actual[:12]}... checked)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.model.bake", description=__doc__)
+def weights_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """MODEL, WEIGHTS and --from, as the bake and the build-time model both take them."""
     parser.add_argument("model", help="torchvision architecture, e.g. resnet50")
     parser.add_argument("weights", help="weights name (DEFAULT, IMAGENET1K_V1, ...) or random")
     parser.add_argument(
@@ -88,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="directory holding the weights file (offline builds)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.model.bake", description=__doc__)
+    args = weights_arguments(parser).parse_args(argv)
     try:
         print(bake(args.model, args.weights, local_dir=args.local_dir))
     except Exception as exc:  # BakeError, or torchvision's download error: one clear line

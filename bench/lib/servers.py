@@ -7,6 +7,7 @@ several run side by side and none outlives the benchmark."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.torchserve import server as torchserve
-from harness.process import ManagedProcess, app_process, free_port, group_stat
+from harness.process import ROOT, ManagedProcess, app_process, free_port, group_stat
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,19 @@ def serving_env(model: str, **settings: str) -> dict[str, str]:
     as the real ones), warnings only in its log; `settings` add to these or replace them."""
     return {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
             "SERVING_LOG_LEVEL": "warning", **settings}  # fmt: skip
+
+
+def build_ir(model: str, out: Path, *, checkout: Path = ROOT) -> Path:
+    """`model` with random weights (serving_env's) built as the cpu image builds it
+    (`python -m app.model.ir.build`), from `checkout`'s app; returns `out`."""
+    subprocess.run(
+        [sys.executable, "-m", "app.model.ir.build", model, "random", "--out", str(out)],
+        cwd=checkout,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    return out
 
 
 def make_server(config: ServerConfig, model: str, log_dir: Path) -> Server:

@@ -24,7 +24,7 @@ import torch
 
 from app.model.backends.convert import convert
 from app.model.backends.openvino_backend import OpenVINOBackend, import_openvino, read_model
-from app.model.bake import bake
+from app.model.bake import bake, weights_arguments
 from app.model.ir.manifest import BIN, IR_PRECISIONS, XML, Manifest, file_sha256
 from app.model.ir.package import ModelPackage, Wanted, open_package
 from app.model.options import Precision
@@ -109,18 +109,10 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.model.ir.build", description=__doc__)
-    parser.add_argument("model", help="torchvision architecture, e.g. resnet50")
-    parser.add_argument("weights", help="weights name (DEFAULT, IMAGENET1K_V1, ...) or random")
+    weights_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="directory to write")
     parser.add_argument("--precision", default="fp32", choices=IR_PRECISIONS)
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
-    parser.add_argument(
-        "--from",
-        dest="local_dir",
-        type=Path,
-        default=None,
-        help="directory holding the weights file (offline builds)",
-    )
     args = parser.parse_args(argv)
     try:
         for line in build(
