@@ -210,7 +210,7 @@ def test_prod_sizes_resources_for_resnet50_on_cpu_and_spreads_over_nodes(render:
     resources = pod["containers"][0]["resources"]
     assert resources["requests"] == resources["limits"]  # Guaranteed QoS
     assert resources["requests"]["cpu"] == "2"
-    assert resources["requests"]["memory"] == "3328Mi"  # docs/DEPLOYMENT.md, "Memory limits"
+    assert resources["requests"]["memory"] == "2560Mi"  # docs/DEPLOYMENT.md, "Memory limits"
     keys = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
     assert keys["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
     assert "topology.kubernetes.io/zone" in keys

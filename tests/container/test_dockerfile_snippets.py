@@ -215,7 +215,7 @@ def test_the_cpu_venvs_slimming_keeps_what_serves_an_ir(
     # report a package that is not there), then of pip, is the only python left to run;
     # anything else fails the test. The fake removes what the real uninstall would.
     fake_python = (
-        "python() { case \"$*\" in\n"
+        'python() { case "$*" in\n'
         '  "-m pip uninstall --yes --quiet setuptools") rm -rf "$FAKE_SITE"/setuptools '
         '"$FAKE_SITE"/pkg_resources "$FAKE_SITE"/_distutils_hack '
         '"$FAKE_SITE"/distutils-precedence.pth "$FAKE_SITE"/setuptools-*.dist-info ;;\n'
