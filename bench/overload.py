@@ -34,6 +34,14 @@ from bench.lib.results import command_line, write_result
 from bench.lib.servers import serving_env
 from harness.process import ManagedProcess, app_process
 
+# The server closes a keep-alive connection idle for 5 s (app/__main__.py); httpx's own expiry
+# is also 5 s by default, so an open loop's pooled connection could be reused at the instant
+# the server closes it, a RemoteProtocolError that says nothing about overload. Idle
+# connections are dropped here first, as a well-behaved client behind a proxy does.
+CLIENT_LIMITS = httpx.Limits(
+    max_connections=2000, max_keepalive_connections=200, keepalive_expiry=1.0
+)
+
 
 @dataclass
 class BurstResult:
@@ -70,8 +78,7 @@ async def open_loop(
     other: Counter[str] = Counter()
     result.rss_before_mb = round(server.rss_bytes() / 2**20, 1)
     peak = result.rss_before_mb
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(limits=CLIENT_LIMITS, timeout=60) as client:
 
         async def one() -> None:
             nonlocal timed_out, no_retry_after
@@ -134,7 +141,7 @@ async def recovery_time(
     per_second: Counter[int] = Counter()
     start = time.perf_counter()
     stop_at = start + limit_s
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(limits=CLIENT_LIMITS, timeout=60) as client:
 
         async def worker() -> None:
             while time.perf_counter() < stop_at:
@@ -163,6 +170,7 @@ def run(
     factor: float = 3.0,
     burst_s: float = 60.0,
     recovery_limit_s: float = 30.0,
+    recovery_fraction: float = 0.9,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     settings = serving_env(model, **(env or {}))
@@ -186,19 +194,24 @@ def run(
         sustainable = steady.throughput_rps
         burst = asyncio.run(open_loop(url, body, factor * sustainable, burst_s, server))
         recovered_after, series = asyncio.run(
-            recovery_time(url, body, clients, 0.9 * sustainable, recovery_limit_s)
+            recovery_time(url, body, clients, recovery_fraction * sustainable, recovery_limit_s)
         )
         alive = server.proc is not None and server.proc.poll() is None
         exit_code = server.terminate()
+        # Kept so that a failed run says why without the server's log file, which goes with
+        # the temporary directory.
+        log_tail = server.log_text().splitlines()[-40:]
     return {
         "model": model,
         "settings": settings,
         "sustainable": asdict(steady),
         "burst": asdict(burst),
+        "recovery_fraction": recovery_fraction,
         "recovery_s": recovered_after,
         "recovery_rps_per_second": series,
         "server_alive_after_burst": alive,
         "server_exit_code": exit_code,
+        "server_log_tail": log_tail,
     }
 
 
@@ -210,19 +223,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=3.0)
     parser.add_argument("--burst", type=float, default=60.0)
     parser.add_argument(
+        "--recovery-fraction",
+        type=float,
+        default=0.9,
+        help="recovered once a second's successes reach this fraction of the sustainable rate",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the server, repeatable"
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     report = run(model=args.model, clients=args.clients, measure_s=args.measure,
-                 factor=args.factor, burst_s=args.burst, env=env)  # fmt: skip
+                 factor=args.factor, burst_s=args.burst,
+                 recovery_fraction=args.recovery_fraction, env=env)  # fmt: skip
     report["command"] = command_line("bench.overload", argv)
     print(json.dumps(report, indent=2))
     if args.json:
         write_result(args.json, report)
-    burst = report["burst"]
-    return 0 if report["server_alive_after_burst"] and not burst["other"] else 1
+    problems = failed_claims(report)
+    for problem in problems:
+        print(f"overload: {problem}", file=sys.stderr)
+    if problems:
+        print("\n".join(report["server_log_tail"]), file=sys.stderr)
+    return 1 if problems else 0
+
+
+def failed_claims(report: dict[str, Any]) -> list[str]:
+    """What the run shows wrong with the server: anything but 200, 503 and 504 under the
+    burst, or a server that did not survive it."""
+    problems = []
+    if report["burst"]["other"]:
+        problems.append(f"outcomes other than 200, 503 and 504: {report['burst']['other']}")
+    if not report["server_alive_after_burst"]:
+        problems.append("the server was not running after the burst")
+    return problems
 
 
 if __name__ == "__main__":

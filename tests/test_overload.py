@@ -1,9 +1,10 @@
 """Three times the sustainable load against a real server: it keeps answering, with 200, 503
-(with Retry-After) or 504 and nothing else, nothing crashes, full throughput comes back, and it
-exits cleanly. Behaviour only: how fast refusals come, how long accepted requests wait, how much
-memory grows and how soon throughput recovers are figures of the benchmark (the minute-long run
-of the same command in docs/PERFORMANCE.md, recorded in bench/results/overload*.json), never
-assertions here: a bound that held on one machine failed on a fresh one.
+(with Retry-After) or 504 and nothing else, nothing crashes, throughput comes back (half the
+rate measured before, within 30 s), and it exits cleanly. Behaviour only: how fast refusals
+come, how long accepted requests wait, how much memory grows and how soon throughput recovers
+are figures of the benchmark (the minute-long run of the same command in docs/PERFORMANCE.md,
+recorded in bench/results/overload*.json), never assertions here: a bound that held on one
+machine failed on a fresh one.
 
 The load generator runs in a process of its own, as in the benchmark: inside pytest's large
 process its own event loop (and garbage collector) would add seconds to what it measures."""
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.overload import failed_claims
 from helpers.process import run_module
 
 
@@ -24,8 +26,13 @@ def test_three_times_the_sustainable_load(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     out = tmp_path / "overload.json"
-    args = ["--model", "resnet18", "--clients", "8", "--measure", "5", "--burst", "12"]
+    # Recovered once a second's successes reach half the rate measured before the burst: the
+    # claim here is that the server is not left wedged; 5 s of measuring on a shared machine
+    # can read the sustainable rate high, and the benchmark (0.9, a minute) holds the figure.
+    args = ["--model", "resnet18", "--clients", "8", "--measure", "5", "--burst", "12",
+            "--recovery-fraction", "0.5"]  # fmt: skip
     completed = run_module("bench.overload", *args, "--json", str(out))
+    # Its own stderr says which claim failed and ends with the server's log.
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(out.read_text())
     burst = report["burst"]
@@ -41,3 +48,12 @@ def test_three_times_the_sustainable_load(
     assert report["server_alive_after_burst"]
     assert report["recovery_s"] is not None, report["recovery_rps_per_second"]
     assert report["server_exit_code"] == 0
+
+
+def test_a_failed_run_names_what_failed() -> None:
+    healthy = {"burst": {"other": {}}, "server_alive_after_burst": True}
+    assert failed_claims(healthy) == []
+    broken = {"burst": {"other": {"RemoteProtocolError": 3}}, "server_alive_after_burst": False}
+    problems = failed_claims(broken)
+    assert any("RemoteProtocolError" in p and "3" in p for p in problems)
+    assert any("not running" in p for p in problems)
