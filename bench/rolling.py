@@ -182,8 +182,10 @@ def rolling_restart(
     threads: int = 1,
     workdir: Path | None = None,
 ) -> RollingReport:
+    # The cache off (serving_env's reason): every request of the load runs the model.
     env = {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
-           "SERVING_NUM_THREADS": str(threads), "SERVING_LOG_LEVEL": "warning"}  # fmt: skip
+           "SERVING_NUM_THREADS": str(threads), "SERVING_LOG_LEVEL": "warning",
+           "SERVING_CACHE_BYTES": "0"}  # fmt: skip
     report = RollingReport(replicas=replicas, clients=clients)
     with tempfile.TemporaryDirectory(prefix="rolling-") as tmp:
         work = workdir or Path(tmp)

@@ -3,7 +3,8 @@
 #   .venv/        Python dependencies, from a hash-locked file in requirements/ (scripts/lock.sh)
 #   .tools/bin/   helm, helm-unittest, kubeconform, actionlint, helm-docs (Go module proxy, pinned)
 #   .tools/schemas/  Kubernetes and prometheus-operator CRD JSON schemas for kubeconform (offline)
-#   system        promtool/prometheus, nginx, wrk (Debian/Ubuntu packages, via apt-get)
+#   system        promtool/prometheus, nginx, wrk, redis-server (Debian/Ubuntu packages, via
+#                 apt-get; the tests start their own redis-server on loopback)
 # Idempotent: a second run only checks. Environment knobs:
 #   PYTHON           interpreter for the venv (default python3; CPython 3.11, as the locks)
 #   TORCH_INDEX_URL  where torch comes from: unset = PyPI (its wheels carry CUDA), or
@@ -27,7 +28,7 @@ K8S_SCHEMA_VERSIONS="1.27.0 1.34.0"
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_VALIDATE_SHA256=85136d018a27b50ec7fc049d902bfa5193f5976807e6c0f408e3ab6fe078cad9
 PROMETHEUS_OPERATOR_VERSION=v0.93.1
-APT_PACKAGES=(prometheus nginx wrk shellcheck)
+APT_PACKAGES=(prometheus nginx wrk shellcheck redis-server)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -70,6 +71,9 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
+# The prediction cache's tests run a real Redis (tests/cache/); the package's own service, where
+# a runner starts it, is not the one they use.
+command -v redis-server >/dev/null || missing+=(redis-server)
 # actionlint runs shellcheck on the workflows' run: scripts when it is installed (as on CI runners)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 if [ "${#missing[@]}" -gt 0 ] && [ "${SKIP_APT:-0}" != 1 ]; then

@@ -67,6 +67,10 @@ def test_app_itself_holds_at_most_eight_modules() -> None:
         ("app.model", "app.serving"),
         ("app.images", "app.serving"),
         ("app.memory", "app.serving"),
+        # The cache knows keys, entries and tiers: not the pipeline that consults it.
+        ("app.cache", "app.serving"),
+        ("app.cache", "app.api"),
+        ("app.cache", "app.oip"),
     ],
 )
 def test_a_layer_does_not_import_the_one_above(layer: str, forbidden: str) -> None:
@@ -81,7 +85,7 @@ def test_a_layer_does_not_import_the_one_above(layer: str, forbidden: str) -> No
 
 def test_the_core_and_the_model_import_no_web_framework() -> None:
     web = ("fastapi", "starlette", "grpc")
-    parts = ("app.serving", "app.model", "app.images", "app.memory", "app.settings")
+    parts = ("app.serving", "app.model", "app.images", "app.memory", "app.settings", "app.cache")
     offenders = {
         name: sorted({m for m, _ in imports_of(path) if m.split(".")[0] in web})
         for name, path in app_modules().items()

@@ -18,6 +18,8 @@ from fastapi import Depends, Header, Query, Request
 from starlette.datastructures import UploadFile
 
 from app.api import bodies, inputs
+from app.cache.cache import PredictionCache
+from app.cache.policy import CachePolicy, from_cache_control
 from app.calls.context import request_context
 from app.calls.deadlines import deadline_after, parse_timeout
 from app.memory.bodies import BATCH_HELD, PROTOCOL_HELD, SINGLE_IMAGE_HELD, BodyMemory
@@ -62,11 +64,30 @@ async def _body_memory(request: Request) -> BodyMemory:
     return _service(request).body_memory
 
 
+async def _cache(request: Request) -> PredictionCache:
+    return _service(request).cache
+
+
+async def _cache_policy(
+    cache_control: Annotated[
+        str | None,
+        Header(
+            alias="Cache-Control",
+            description="`no-cache`: classify afresh and refresh the cached answer; "
+            "`no-store`: neither read nor write the prediction cache.",
+        ),
+    ] = None,
+) -> CachePolicy:
+    return from_cache_control(cache_control)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 HostDep = Annotated[ModelHost, Depends(_host)]
 PipelineDep = Annotated[RequestPipeline, Depends(_pipeline)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 BodyMemoryDep = Annotated[BodyMemory, Depends(_body_memory)]
+CacheDep = Annotated[PredictionCache, Depends(_cache)]
+CachePolicyDep = Annotated[CachePolicy, Depends(_cache_policy)]
 
 
 # --- the deadline -------------------------------------------------------------------------------

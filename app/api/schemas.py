@@ -26,25 +26,49 @@ class ClassScoreOut(BaseModel):
         ]
 
 
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 class TimingOut(BaseModel):
     fetch: float | None = Field(None, description="URL download, ms (URL requests only).")
-    decode: float = Field(description="Image decode and preprocessing, ms.")
-    queue: float = Field(description="Wait in the batch queue, ms.")
-    inference: float = Field(description="The forward pass of the batch this image ran in, ms.")
+    cache: float | None = Field(
+        None,
+        description="Hashing the image and looking it up in the prediction cache, ms; null "
+        "when the cache was not consulted (off, or `Cache-Control: no-store`).",
+    )
+    decode: float | None = Field(
+        description="Image decode and preprocessing, ms; null when skipped (a cache hit)."
+    )
+    queue: float | None = Field(
+        description="Wait in the batch queue, ms; null when skipped (a cache hit)."
+    )
+    inference: float | None = Field(
+        description="The forward pass of the batch this image ran in, ms; null when skipped."
+    )
     total: float = Field(description="Whole request inside the server, ms.")
-    batch_size: int = Field(description="Images in the forward pass this image ran in.")
+    batch_size: int = Field(
+        description="Images in the forward pass this image ran in; 0 for a cache hit."
+    )
+    skipped: list[str] = Field(
+        default_factory=list,
+        description='Stages this image did not run: ["decode", "queue", "inference"] for a '
+        "cache hit, else empty.",
+    )
 
     @classmethod
     def of(cls, prediction: Prediction, started: float) -> Self:
         """`started`: time.perf_counter() when the request arrived."""
         t = prediction.timing
         return cls(
-            fetch=None if t.fetch_ms is None else round(t.fetch_ms, 3),
-            decode=round(t.decode_ms, 3),
-            queue=round(t.queue_ms, 3),
-            inference=round(t.inference_ms, 3),
+            fetch=_ms(t.fetch_ms),
+            cache=_ms(t.cache_ms),
+            decode=_ms(t.decode_ms),
+            queue=_ms(t.queue_ms),
+            inference=_ms(t.inference_ms),
             total=round((time.perf_counter() - started) * 1000.0, 3),
             batch_size=prediction.batch_size,
+            skipped=list(t.skipped),
         )
 
 
@@ -65,6 +89,11 @@ class PredictResponse(BaseModel):
     weights: str = Field(description="Weights id, e.g. ResNet50_Weights.IMAGENET1K_V2.")
     predictions: list[ClassScoreOut] = Field(description="Top-k classes, highest score first.")
     image: ImageOut
+    cache: Literal["hit", "miss"] = Field(
+        description="hit: the scores came from the prediction cache (or from an identical "
+        "image classified at the same moment); miss: this image was classified. Also the "
+        "`X-Cache` response header."
+    )
     timing_ms: TimingOut
 
     @classmethod
@@ -77,6 +106,7 @@ class PredictResponse(BaseModel):
             weights=weights,
             predictions=ClassScoreOut.all_of(prediction),
             image=ImageOut.of(prediction),
+            cache=prediction.cache,
             timing_ms=TimingOut.of(prediction, started),
         )
 
@@ -95,13 +125,16 @@ class PredictResponse(BaseModel):
                         {"label": "Persian cat", "class_id": 283, "score": 0.004},
                     ],
                     "image": {"format": "JPEG", "width": 451, "height": 300},
+                    "cache": "miss",
                     "timing_ms": {
                         "fetch": None,
+                        "cache": 0.05,
                         "decode": 3.2,
                         "queue": 0.4,
                         "inference": 41.8,
                         "total": 47.1,
                         "batch_size": 1,
+                        "skipped": [],
                     },
                 }
             ]
@@ -126,6 +159,9 @@ class BatchItemOut(BaseModel):
         None, description="Top-k classes, when this image succeeded."
     )
     image: ImageOut | None = None
+    cache: Literal["hit", "miss"] | None = Field(
+        None, description="hit or miss, as /predict's `cache`, when this image succeeded."
+    )
     timing_ms: TimingOut | None = None
     error: ErrorBody | None = Field(None, description="Why this image failed, when it did.")
 
@@ -136,6 +172,7 @@ class BatchItemOut(BaseModel):
             filename=filename,
             predictions=ClassScoreOut.all_of(prediction),
             image=ImageOut.of(prediction),
+            cache=prediction.cache,
             timing_ms=TimingOut.of(prediction, started),
         )
 
@@ -239,9 +276,14 @@ class ModelInfoResponse(BaseModel):
         description="ir (the OpenVINO model compiled when the image was built), converted "
         "(torchvision's model converted to OpenVINO at start-up) or torch (run by torch).",
     )
+    cache: dict[str, Any] = Field(
+        description="The prediction cache: `enabled`, `in_process` (capacity_bytes, "
+        "held_bytes, entries; null when off) and `redis` (url without credentials, up, ttl_s, "
+        "timeout_ms; null when none)."
+    )
 
     @classmethod
-    def of(cls, card: ModelCard) -> Self:
+    def of(cls, card: ModelCard, cache: dict[str, Any]) -> Self:
         pre = card.preprocessor
         return cls(
             model=card.model,
@@ -260,6 +302,7 @@ class ModelInfoResponse(BaseModel):
             num_threads=card.num_threads,
             max_batch_size=card.max_batch_size,
             model_source=card.model_source,
+            cache=cache,
         )
 
 

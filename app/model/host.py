@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 from app.errors import NotReadyError
 from app.images.preprocess import Preprocessor
 from app.model.cpu import lower_thread_priority
+from app.model.ir.manifest import file_sha256
 from app.model.ir.package import ModelPackage, Wanted, open_package
 from app.model.runtime import ModelRuntime, RuntimePlan, plan_runtime
-from app.model.spec import ModelSpec
+from app.model.spec import ModelSpec, looks_like_path
 from app.settings.config import Settings
 from app.telemetry.metrics import Metrics
 
@@ -295,3 +296,21 @@ class ModelHost:
     @property
     def weights_id(self) -> str:
         return self._spec.weights_id if self._spec else "unknown"
+
+    def weights_fingerprint(self) -> str:
+        """The weights as a cache must tell them apart: torchvision's weights name, the sha256
+        of a state-dict file (a file keeps its name when retrained), or `random:<seed>`. Reads
+        a state-dict file whole when the weights came from one without a build-time manifest:
+        call it off the event loop."""
+        spec = self.resolve()
+        manifest = self._package.manifest if self._package is not None else None
+        if spec.random_weights:
+            seed = manifest.random_seed if manifest is not None else self.settings.random_seed
+            return f"random:{seed}"
+        if manifest is not None:
+            return (
+                f"sha256:{manifest.weights_sha256}" if manifest.weights_sha256 else spec.weights_id
+            )
+        if looks_like_path(self.settings.model_weights):
+            return f"sha256:{file_sha256(Path(self.settings.model_weights))}"
+        return spec.weights_id

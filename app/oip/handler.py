@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from app.cache.policy import CachePolicy
 from app.errors import InferenceError
 from app.oip.errors import ModelNotFoundError
 from app.oip.model import OipModel
@@ -123,12 +124,18 @@ def effective_deadline(deadline: float, timeout_s: float | None) -> float:
     return min(deadline, time.monotonic() + timeout_s)
 
 
-async def infer(model: OipModel, request: InferenceRequest, deadline: float) -> InferenceResult:
-    """The model (which admits the request first), then the requested outputs."""
+async def infer(
+    model: OipModel,
+    request: InferenceRequest,
+    deadline: float,
+    cache: CachePolicy = CachePolicy.USE,
+) -> InferenceResult:
+    """The model (which admits the request first), then the requested outputs. `cache`: what
+    the transport's Cache-Control lets the prediction cache do with encoded images."""
     version = resolve(model, request.model_name, request.model_version)
     deadline = effective_deadline(deadline, request.timeout_s)
     if request.images is not None:
-        scores = await model.scores_from_images(request.images, deadline)
+        scores = await model.scores_from_images(request.images, deadline, cache)
     else:
         assert request.tensor is not None
         scores = await model.scores_from_tensor(request.tensor, deadline)

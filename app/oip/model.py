@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from app.cache.policy import CachePolicy
+
 Scores = npt.NDArray[np.float32]
 """Softmax probabilities, shape [N, num_classes], one row per image in request order."""
 
@@ -63,14 +65,17 @@ class OipModel(Protocol):
         """Loaded, warmed, and not draining: what /ready says."""
         ...
 
-    async def scores_from_images(self, images: Sequence[bytes], deadline: float) -> Scores:
+    async def scores_from_images(
+        self, images: Sequence[bytes], deadline: float, cache: CachePolicy = CachePolicy.USE
+    ) -> Scores:
         """Admit `len(images)` images, then decode, preprocess and classify the encoded files
         (JPEG, PNG, ...) exactly as /predict does, with its limits and errors. Admission comes
         first and costs nothing when it refuses: `NotReadyError` / `OverloadedError` (503 with
         `Retry-After`). Then `InvalidImageError`, `EmptyImageError`,
         `UnsupportedImageFormatError`, `ImageTooLargeError`, `MemoryBusyError`,
         `DeadlineExceededError`, ...: the first failing image fails the call. Whatever the call
-        held against capacity is given back when it returns or raises."""
+        held against capacity is given back when it returns or raises. Each image goes through
+        the prediction cache as `cache` allows (app/cache/policy.py)."""
         ...
 
     async def scores_from_tensor(self, batch: npt.NDArray[np.float32], deadline: float) -> Scores:

@@ -11,6 +11,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from app.cache.policy import CachePolicy
 from app.oip.model import Scores
 from app.serving.batcher import Array
 from app.serving.pipeline import ImageSource
@@ -53,19 +54,28 @@ class ServedModel:
     def is_ready(self) -> bool:
         return self._service.host.status().ready
 
-    async def scores_from_images(self, images: Sequence[bytes], deadline: float) -> Scores:
-        return await self._scores(deadline, [_given(data) for data in images])
+    async def scores_from_images(
+        self, images: Sequence[bytes], deadline: float, cache: CachePolicy = CachePolicy.USE
+    ) -> Scores:
+        return await self._scores(deadline, [_given(data) for data in images], cache)
 
     async def scores_from_tensor(self, batch: npt.NDArray[np.float32], deadline: float) -> Scores:
         rows = np.array(batch, dtype=np.float32, order="C")  # a copy: the request's buffer may go
         return await self._scores(deadline, [_given(row) for row in rows])
 
-    async def _scores(self, deadline: float, images: Sequence[ImageSource]) -> Scores:
+    async def _scores(
+        self,
+        deadline: float,
+        images: Sequence[ImageSource],
+        cache: CachePolicy = CachePolicy.USE,
+    ) -> Scores:
         """All the images of one call on one admission ticket; the first that fails fails
         the call (RequestPipeline.score_many)."""
         ticket = self._service.admission.admit(deadline, images=len(images))
         try:
-            scored = await self._service.pipeline.score_many(ticket, images, fail_fast=True)
+            scored = await self._service.pipeline.score_many(
+                ticket, images, fail_fast=True, cache=cache
+            )
         finally:
             ticket.release()
         return np.stack([item.probabilities for item in scored]).astype(np.float32, copy=False)

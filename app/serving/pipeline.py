@@ -1,7 +1,11 @@
 """The request pipeline: an admitted image in, class scores out.
 
-    fetch (URL only) -> decode + preprocess (bounded pool, memory budget) -> batch queue ->
-    model thread -> probabilities -> top-k
+    fetch (URL only) -> cache lookup -> decode + preprocess (bounded pool, memory budget) ->
+    batch queue -> model thread -> probabilities -> cache store -> top-k
+
+The prediction cache (app/cache/) sits between an image's bytes and their decode: a hit skips
+decode, queue and model; a miss is inferred once however many identical images arrive together
+(single-flight), and its scores are stored.
 
 Every call carries the admission `Ticket` of its request (app/serving/admission.py): the deadline
 comes from it, and each image leaves it as it enters the batch queue. The pipeline runs on the
@@ -14,11 +18,14 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, overload
 
 import numpy as np
 
+from app.cache.cache import PredictionCache
+from app.cache.entry import CachedScores
+from app.cache.policy import CachePolicy
 from app.errors import NotReadyError, ServingError
 from app.images.decoder import ImageDecoder, Preprocessed
 from app.images.fetch import RoomFor, UrlFetcher
@@ -36,31 +43,41 @@ class ClassScore:
     score: float
 
 
+# The stages a cache hit does not run, as the timing block names them.
+SKIPPED_ON_HIT = ("decode", "queue", "inference")
+
+
 @dataclass(frozen=True)
 class Timing:
     fetch_ms: float | None
-    decode_ms: float
-    queue_ms: float
-    inference_ms: float
+    decode_ms: float | None  # None: skipped (a cache hit)
+    queue_ms: float | None
+    inference_ms: float | None
+    cache_ms: float | None = None  # hashing and lookup; None when the cache was not consulted
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Prediction:
     predictions: list[ClassScore]
     timing: Timing
-    batch_size: int
+    batch_size: int  # 0 for a cache hit: no forward pass
     image_format: str
     image_size: tuple[int, int]
+    cache: Literal["hit", "miss"] = "miss"
 
 
 @dataclass(frozen=True)
 class Scored:
     """One image's full probability row (protocols return every class), how its batch ran, and
-    what its decode found (None for an image that came preprocessed, as a tensor)."""
+    what its decode found (None for an image that came preprocessed, as a tensor), or the
+    cache entry it came from instead (`timing` and `decoded` are then None)."""
 
     probabilities: Array
-    timing: BatchTiming
+    timing: BatchTiming | None
     decoded: Preprocessed | None = None
+    cached: CachedScores | None = None
+    lookup_s: float | None = None  # None: the cache was not consulted
 
 
 # One image of a request, as `score_many` takes it: a coroutine that reads its bytes (decoded
@@ -74,6 +91,7 @@ class RequestPipeline:
         self,
         *,
         decoder: ImageDecoder,
+        cache: PredictionCache | None,
         fetcher: UrlFetcher,
         body_memory: BodyMemory,
         metrics: Metrics,
@@ -82,6 +100,7 @@ class RequestPipeline:
         max_batch_delay_s: float,
     ) -> None:
         self.decoder = decoder
+        self.cache = cache
         self.fetcher = fetcher
         self.body_memory = body_memory
         self.metrics = metrics
@@ -176,24 +195,79 @@ class RequestPipeline:
 
     # --- whole requests ---------------------------------------------------------------------
 
-    async def score_bytes(self, data: bytes, ticket: Ticket) -> Scored:
-        """One encoded image: decode, the batch queue, the model; counted in the metrics."""
+    async def score_bytes(
+        self, data: bytes, ticket: Ticket, cache: CachePolicy = CachePolicy.USE
+    ) -> Scored:
+        """One encoded image: from the prediction cache, or decode, the batch queue and the
+        model (once for identical images in flight together); counted in the metrics."""
+        store = self.cache
+        if store is None or cache is CachePolicy.BYPASS:
+            return await self._infer_bytes(data, ticket)
+        started = time.perf_counter()
+        key = await store.key_for(data)
+        if cache is CachePolicy.USE:
+            hit = await store.lookup(key)
+            if hit is not None:
+                self.count(hit.entry.probabilities)
+                return self._from_cache(hit.entry, started)
+        lookup_s = time.perf_counter() - started
+
+        async def infer_and_store() -> Scored:
+            scored = await self._infer_bytes(data, ticket)
+            assert scored.decoded is not None
+            decoded = scored.decoded
+            entry = CachedScores.of(scored.probabilities, decoded.image_format, decoded.image_size)
+            store.store(key, entry)
+            return replace(scored, cached=None, lookup_s=lookup_s)
+
+        scored, led = await store.flights.run(key, infer_and_store, ticket.deadline)
+        if led:
+            return scored
+        # An identical image was being classified: its answer, which cost this request no
+        # decode and no forward pass.
+        assert scored.decoded is not None
+        decoded = scored.decoded
+        self.count(scored.probabilities)
+        entry = CachedScores.of(scored.probabilities, decoded.image_format, decoded.image_size)
+        return self._from_cache(entry, started)
+
+    async def _infer_bytes(self, data: bytes, ticket: Ticket) -> Scored:
         item = await self.decode(data, ticket)
         scored = await self.score(item.tensor, ticket)
         self.count(scored.probabilities)
         return Scored(scored.probabilities, scored.timing, item)
 
+    @staticmethod
+    def _from_cache(entry: CachedScores, started: float) -> Scored:
+        return Scored(
+            entry.probabilities, None, cached=entry, lookup_s=time.perf_counter() - started
+        )
+
     def prediction(self, scored: Scored, top_k: int, fetch_s: float | None = None) -> Prediction:
         """What /predict answers for one scored image."""
+        fetch_ms = None if fetch_s is None else fetch_s * 1000.0
+        cache_ms = None if scored.lookup_s is None else scored.lookup_s * 1000.0
+        if scored.cached is not None:
+            entry = scored.cached
+            return Prediction(
+                predictions=self.top_k(scored.probabilities, top_k),
+                timing=Timing(fetch_ms, None, None, None, cache_ms, SKIPPED_ON_HIT),
+                batch_size=0,
+                image_format=entry.image_format,
+                image_size=entry.image_size,
+                cache="hit",
+            )
         item, t = scored.decoded, scored.timing
         assert item is not None, "a prediction is made from an image this pipeline decoded"
+        assert t is not None
         return Prediction(
             predictions=self.top_k(scored.probabilities, top_k),
             timing=Timing(
-                fetch_ms=None if fetch_s is None else fetch_s * 1000.0,
+                fetch_ms=fetch_ms,
                 decode_ms=item.decode_s * 1000.0,
                 queue_ms=t.queue_s * 1000.0,
                 inference_ms=t.inference_s * 1000.0,
+                cache_ms=cache_ms,
             ),
             batch_size=t.batch_size,
             image_format=item.image_format,
@@ -201,11 +275,19 @@ class RequestPipeline:
         )
 
     async def classify_bytes(
-        self, data: bytes, ticket: Ticket, *, top_k: int, fetch_s: float | None = None
+        self,
+        data: bytes,
+        ticket: Ticket,
+        *,
+        top_k: int,
+        fetch_s: float | None = None,
+        cache: CachePolicy = CachePolicy.USE,
     ) -> Prediction:
-        return self.prediction(await self.score_bytes(data, ticket), top_k, fetch_s)
+        return self.prediction(await self.score_bytes(data, ticket, cache), top_k, fetch_s)
 
-    async def classify_url(self, url: str, ticket: Ticket, *, top_k: int) -> Prediction:
+    async def classify_url(
+        self, url: str, ticket: Ticket, *, top_k: int, cache: CachePolicy = CachePolicy.USE
+    ) -> Prediction:
         """A downloaded image holds memory as an uploaded one does: its bytes are reserved in
         the body budget (declared length, or the cap) before they are read, until answered."""
         held = 0
@@ -217,22 +299,39 @@ class RequestPipeline:
 
         try:
             data, seconds = await self.fetch(url, room_for)
-            return await self.classify_bytes(data, ticket, top_k=top_k, fetch_s=seconds)
+            return await self.classify_bytes(
+                data, ticket, top_k=top_k, fetch_s=seconds, cache=cache
+            )
         finally:
             self.body_memory.release(held)
 
     @overload
     async def score_many(
-        self, ticket: Ticket, images: Sequence[ImageSource], *, fail_fast: Literal[True]
+        self,
+        ticket: Ticket,
+        images: Sequence[ImageSource],
+        *,
+        fail_fast: Literal[True],
+        cache: CachePolicy = ...,
     ) -> list[Scored]: ...
 
     @overload
     async def score_many(
-        self, ticket: Ticket, images: Sequence[ImageSource], *, fail_fast: Literal[False]
+        self,
+        ticket: Ticket,
+        images: Sequence[ImageSource],
+        *,
+        fail_fast: Literal[False],
+        cache: CachePolicy = ...,
     ) -> list[Scored | ServingError]: ...
 
     async def score_many(
-        self, ticket: Ticket, images: Sequence[ImageSource], *, fail_fast: bool
+        self,
+        ticket: Ticket,
+        images: Sequence[ImageSource],
+        *,
+        fail_fast: bool,
+        cache: CachePolicy = CachePolicy.USE,
     ) -> list[Scored] | list[Scored | ServingError]:
         """Several images of one request, on its one ticket (admitted for all of them by the
         caller, who gives it back), all at once, in request order.
@@ -242,12 +341,13 @@ class RequestPipeline:
         reaches the model); its ServingError is raised, else the first exception as it is.
         `fail_fast=False` (/predict/batch): each image gets its own answer or its own
         ServingError, and the others go on; any other exception is a server fault and raised.
+        Encoded images go through the prediction cache (`cache`), preprocessed tensors do not.
         """
 
         async def one(source: ImageSource) -> Scored:
             image = await source()
             if isinstance(image, bytes):
-                return await self.score_bytes(image, ticket)
+                return await self.score_bytes(image, ticket, cache)
             scored = await self.score(image, ticket)
             self.count(scored.probabilities)
             return scored

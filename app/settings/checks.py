@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
+from app.cache.redis_url import parse_redis_url
 from app.model.options import BackendChoice, DeviceChoice, Precision
 
 # A torchvision model's name, as far as can be told without torchvision.
@@ -48,6 +49,11 @@ def api_keys(value: list[SecretStr]) -> list[SecretStr]:
                 "(HTTP headers cannot carry it reliably)"
             )
     return value
+
+
+def redis_url(value: str) -> None:
+    """SERVING_CACHE_REDIS_URL's grammar; the message never quotes the URL (a password)."""
+    parse_redis_url(value)
 
 
 # The combination rules take the values they compare, not Settings: this module is imported by

@@ -246,6 +246,45 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- prediction cache (app/cache/) --------------------------------------------------------
+    cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Bytes of the in-process prediction cache (an LRU keyed by the sha256 of the image's "
+            "bytes and the model's identity; about 4.5 KB per image), held within the memory "
+            "limit: the decode and body budgets are derived from what is left. 0 = off."
+        ),
+    )
+    cache_redis_url: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "A Redis shared by every replica as the cache's second tier: "
+            "`redis://[[user]:password@]host:port/db`, `rediss://` for TLS. Empty = none. A "
+            "Redis that is down or slow is a miss, never an error; a malformed URL stops "
+            "start-up. Never printed with its password."
+        ),
+    )
+    cache_redis_password: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "The Redis password, when it is not in the URL (the chart takes it from a Secret); "
+            "wins over the URL's."
+        ),
+    )
+    cache_redis_timeout_ms: float = Field(
+        20.0,
+        gt=0,
+        le=5000,
+        description=(
+            "Longest a Redis connect or command may take before it counts as a miss; after 3 "
+            "failures in a row Redis is left alone for 2 s, then probed again."
+        ),
+    )
+    cache_ttl_s: int = Field(
+        86400, ge=1, le=31 * 86400, description="How long an entry lives in Redis, in seconds."
+    )
+
     # --- URL fetching -----------------------------------------------------------------------
     url_fetch_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Total time allowed to fetch an image URL."
@@ -289,6 +328,13 @@ class Settings(BaseSettings):
         checks.engine_choices(self.backend, self.device, self.precision, self.compile)
         checks.built_model(self.model_dir, self.backend, self.device, self.compile)
         return self
+
+    @field_validator("cache_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().strip():
+            checks.redis_url(value.get_secret_value())
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -28,6 +28,11 @@ STAGE_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+# Redis round trips, seconds: tens of microseconds on loopback, milliseconds across a network,
+# and the command timeout (tens of ms) at the top.
+REDIS_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
+)  # fmt: skip
 
 
 class Metrics:
@@ -183,6 +188,51 @@ class Metrics:
             "How long loading and warming the model took at start-up.",
             registry=r,
         )
+
+        # --- prediction cache (app/cache/) ----------------------------------------------------
+        self.cache_requests = Counter(
+            "prediction_cache_requests",
+            "Prediction cache lookups, by tier (local: in process, every lookup; redis: after a "
+            "local miss) and result (hit, miss; error: Redis failed, timed out, held a value "
+            "that is not this model's entry, or was skipped while its circuit breaker is open).",
+            ["tier", "result"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "prediction_cache_bytes",
+            "Bytes held by the in-process tier (bounded by SERVING_CACHE_BYTES).",
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "prediction_cache_entries", "Entries in the in-process tier.", registry=r
+        )
+        self.cache_redis_duration = Histogram(
+            "prediction_cache_redis_duration_seconds",
+            "Redis round trips of the prediction cache, by operation (get, set, ping), timed "
+            "out or failed ones included.",
+            ["op"],
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.cache_coalesced = Counter(
+            "prediction_cache_coalesced",
+            "Requests that waited for an identical image already being classified "
+            "(single-flight) instead of classifying it again.",
+            registry=r,
+        )
+        self._cache_redis_up: Gauge | None = None
+
+    def cache_redis_up(self) -> Gauge:
+        """`prediction_cache_redis_up`, registered on first use: the series exists only where a
+        Redis is configured, so the alert on it never fires where none is."""
+        if self._cache_redis_up is None:
+            self._cache_redis_up = Gauge(
+                "prediction_cache_redis_up",
+                "1 when the prediction cache's Redis answered its last call or PING (every "
+                "5 s), 0 when it failed.",
+                registry=self.registry,
+            )
+        return self._cache_redis_up
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

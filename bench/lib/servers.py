@@ -38,9 +38,11 @@ Server = ManagedProcess | torchserve.TorchServeProcess
 
 def serving_env(model: str, **settings: str) -> dict[str, str]:
     """Our server's settings in a benchmark: `model` with random weights (the same computation
-    as the real ones), warnings only in its log; `settings` add to these or replace them."""
+    as the real ones), warnings only in its log, and the prediction cache off: the benchmarks
+    send one image over and over, which the cache would answer without the model they measure
+    (bench/cache.py measures the cache itself). `settings` add to these or replace them."""
     return {"SERVING_MODEL_NAME": model, "SERVING_MODEL_WEIGHTS": "random",
-            "SERVING_LOG_LEVEL": "warning", **settings}  # fmt: skip
+            "SERVING_LOG_LEVEL": "warning", "SERVING_CACHE_BYTES": "0", **settings}  # fmt: skip
 
 
 def build_ir(model: str, out: Path, *, checkout: Path = ROOT) -> Path:

@@ -36,6 +36,14 @@ def assert_prediction(body: dict[str, Any], top_k: int = 5) -> None:
     assert body["model"] == "resnet18"
     assert body["weights"] == "random"
     timing = body["timing_ms"]
+    if body["cache"] == "hit":  # the session's app has seen this image: no decode, no model
+        assert timing["skipped"] == ["decode", "queue", "inference"]
+        assert timing["decode"] is timing["queue"] is timing["inference"] is None
+        assert timing["batch_size"] == 0
+        assert timing["total"] >= timing["cache"] >= 0
+        return
+    assert body["cache"] == "miss"
+    assert timing["skipped"] == []
     for key in ("decode", "queue", "inference", "total"):
         assert timing[key] >= 0
     assert timing["total"] >= timing["inference"]

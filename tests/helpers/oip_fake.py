@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from app.cache.policy import CachePolicy
 from app.errors import (
     DeadlineExceededError,
     EmptyImageError,
@@ -64,6 +65,7 @@ class FakeModel:
         self.gate: threading.Event | None = None
         self.deadlines: list[float] = []  # (deadline - time.monotonic()) at each admission
         self.admitted: list[int] = []
+        self.cache_policies: list[CachePolicy] = []  # what each image call's transport asked
         self._lock = threading.Lock()
         self.in_flight = 0
 
@@ -105,8 +107,9 @@ class FakeModel:
                 self.in_flight -= 1
 
     async def scores_from_images(
-        self, images: Sequence[bytes], deadline: float
+        self, images: Sequence[bytes], deadline: float, cache: CachePolicy = CachePolicy.USE
     ) -> npt.NDArray[np.float32]:
+        self.cache_policies.append(cache)
         self.admit(deadline, len(images))
         batch = []
         for data in images:

@@ -84,7 +84,7 @@ class FutureSettings(BaseSettings):
 
 
 def test_the_rule_is_the_field_type_not_a_name_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert secret_fields(Settings) == {"api_keys"}
+    assert secret_fields(Settings) == {"api_keys", "cache_redis_url", "cache_redis_password"}
     assert secret_fields(FutureSettings) == {"db_password", "webhook_token", "signing_keys"}
     monkeypatch.setenv("SERVING_DB_PASSWORD", "hunter2-pw")
     monkeypatch.setenv("SERVING_WEBHOOK_TOKEN", "NOT-A-VALID-TOKEN")

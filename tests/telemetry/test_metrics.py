@@ -37,8 +37,13 @@ def test_exact_names_and_types_are_exported(client: TestClient) -> None:
 
 def test_metrics_move_after_requests(client: TestClient) -> None:
     before = scrape(client)
+    # no-store: the model runs every time (a repeat would be a cache hit: no decode, no batch).
     for _ in range(3):
-        ok = client.post("/predict", files={"file": ("a.jpg", photo_bytes("grace_hopper"))})
+        ok = client.post(
+            "/predict",
+            files={"file": ("a.jpg", photo_bytes("grace_hopper"))},
+            headers={"Cache-Control": "no-store"},
+        )
         assert ok.status_code == 200
     bad = client.post("/predict", files={"file": ("a.jpg", b"garbage")})
     assert bad.status_code == 400

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from app.api.auth import require_api_key
 from app.api.deps import (
     Admitted,
+    CachePolicyDep,
     HostDep,
     ImageInput,
     PipelineDep,
@@ -32,20 +33,32 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["predict"])
     description=(
         "Upload an image (multipart field `file`, or the raw bytes with an `image/*` content "
         'type) or give its URL (JSON `{"url": ...}` or multipart field `url`). Returns the '
-        "top-k ImageNet classes with softmax scores, a timing breakdown and the request id."
+        "top-k ImageNet classes with softmax scores, a timing breakdown and the request id. "
+        "A repeated image is answered from the prediction cache (`cache`, `X-Cache`); "
+        "`Cache-Control: no-cache` or `no-store` ask otherwise."
     ),
     responses=error_responses(400, 401, 413, 415, 422, 502, 503, 504),
     openapi_extra=PREDICT_BODY,
     dependencies=[single_image_body],
 )
 async def predict(
-    call: Admitted, image: ImageInput, pipeline: PipelineDep, host: HostDep
+    call: Admitted,
+    image: ImageInput,
+    pipeline: PipelineDep,
+    host: HostDep,
+    cache: CachePolicyDep,
+    response: Response,
 ) -> PredictResponse:
     if image.url is not None:
-        prediction = await pipeline.classify_url(image.url, call.ticket, top_k=call.top_k)
+        prediction = await pipeline.classify_url(
+            image.url, call.ticket, top_k=call.top_k, cache=cache
+        )
     else:
         assert image.data is not None
-        prediction = await pipeline.classify_bytes(image.data, call.ticket, top_k=call.top_k)
+        prediction = await pipeline.classify_bytes(
+            image.data, call.ticket, top_k=call.top_k, cache=cache
+        )
+    response.headers["X-Cache"] = prediction.cache
     return PredictResponse.of(
         prediction,
         request_id=call.request_id,
@@ -69,12 +82,17 @@ async def predict(
     dependencies=[batch_body],
 )
 async def predict_batch(
-    call: Admitted, uploads: Uploads, pipeline: PipelineDep, host: HostDep, settings: SettingsDep
+    call: Admitted,
+    uploads: Uploads,
+    pipeline: PipelineDep,
+    host: HostDep,
+    settings: SettingsDep,
+    cache: CachePolicyDep,
 ) -> BatchResponse:
     limit = settings.max_upload_bytes
     # Each file is read and checked in its own task: a wrong type or size fails that file only.
     images = [partial(read_upload, upload, limit) for upload in uploads]
-    scored = await pipeline.score_many(call.ticket, images, fail_fast=False)
+    scored = await pipeline.score_many(call.ticket, images, fail_fast=False, cache=cache)
     results = [
         BatchItemOut.failed(i, upload.filename, outcome)
         if isinstance(outcome, ServingError)

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from app.cache.policy import CachePolicy, from_cache_control
 from app.calls.deadlines import deadline_after
 from app.errors import InvalidRequestError
 from app.memory.bodies import GRPC_HELD, BodyMemory
@@ -55,7 +56,8 @@ class _Call:
 
     name: str
     request_type: Any
-    work: Callable[[Any, OipModel, float], Awaitable[Any]]
+    # (message, model, deadline, what the call's `cache-control` metadata lets the cache do)
+    work: Callable[[Any, OipModel, float, CachePolicy], Awaitable[Any]]
     carries_images: bool = False  # its message is priced in the body memory budget
 
 
@@ -103,12 +105,13 @@ class _Service:
                 default_s=self.default_timeout_s,
                 max_s=self.max_timeout_s,
             )
-            response = await self._serve(call, data, deadline)
+            cache = from_cache_control(_metadata_value(context, "cache-control"))
+            response = await self._serve(call, data, deadline, cache)
             return bytes(response.SerializeToString())
 
         return behavior
 
-    async def _serve(self, call: _Call, data: bytes, deadline: float) -> Any:
+    async def _serve(self, call: _Call, data: bytes, deadline: float, cache: CachePolicy) -> Any:
         # gRPC has read the whole message before this runs (at most grpc.max_receive_message_
         # length); what parsing and decoding it will hold is reserved before it is parsed, so a
         # burst of large calls waits (or gets UNAVAILABLE) instead of all parsing at once.
@@ -122,34 +125,55 @@ class _Service:
                 raise InvalidRequestError(
                     f"the request is not a valid {call.request_type.DESCRIPTOR.full_name} message"
                 ) from None
-            return await call.work(message, self.model_provider(), deadline)
+            return await call.work(message, self.model_provider(), deadline, cache)
         finally:
             if self.body_memory is not None:
                 self.body_memory.release(held)
 
-    async def _server_live(self, message: Any, model: OipModel, deadline: float) -> Any:
+    async def _server_live(
+        self, message: Any, model: OipModel, deadline: float, cache: CachePolicy
+    ) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def _server_ready(self, message: Any, model: OipModel, deadline: float) -> Any:
+    async def _server_ready(
+        self, message: Any, model: OipModel, deadline: float, cache: CachePolicy
+    ) -> Any:
         return pb.ServerReadyResponse(ready=model.is_ready() and not self.drain.draining)
 
-    async def _model_ready(self, message: Any, model: OipModel, deadline: float) -> Any:
+    async def _model_ready(
+        self, message: Any, model: OipModel, deadline: float, cache: CachePolicy
+    ) -> Any:
         ready = handler.model_ready(model, message.name, message.version)
         return pb.ModelReadyResponse(ready=ready and not self.drain.draining)
 
-    async def _server_metadata(self, message: Any, model: OipModel, deadline: float) -> Any:
+    async def _server_metadata(
+        self, message: Any, model: OipModel, deadline: float, cache: CachePolicy
+    ) -> Any:
         return grpc_codec.server_metadata(self.server_info)
 
-    async def _model_metadata(self, message: Any, model: OipModel, deadline: float) -> Any:
+    async def _model_metadata(
+        self, message: Any, model: OipModel, deadline: float, cache: CachePolicy
+    ) -> Any:
         meta = handler.model_metadata(model, message.name, message.version)
         return grpc_codec.model_metadata(meta)
 
-    async def _model_infer(self, message: Any, model: OipModel, deadline: float) -> Any:
+    async def _model_infer(
+        self, message: Any, model: OipModel, deadline: float, cache: CachePolicy
+    ) -> Any:
         # The model first: an unknown model is NOT_FOUND whatever the inputs look like.
         handler.resolve(model, message.model_name, message.model_version)
         request = grpc_codec.decode_request(message, model, self.limits)
-        result = await handler.infer(model, request, deadline)
+        result = await handler.infer(model, request, deadline, cache)
         return grpc_codec.encode_response(result)
+
+
+def _metadata_value(context: Any, key: str) -> str | None:
+    """A call's metadata value (keys arrive lower-case), or None."""
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            value = item.value
+            return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return None
 
 
 class OipGrpcServer:

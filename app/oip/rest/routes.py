@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from app.cache.policy import from_cache_control
 from app.calls.context import request_context
 from app.errors import InvalidRequestError, ServingError, UnsupportedMediaTypeError
 from app.oip import handler
@@ -194,7 +195,8 @@ def oip_router(
         parsed, binary_default = decode_request(
             body, header, model=model, model_name=name, model_version=version, limits=limits
         )
-        result = await handler.infer(model, parsed, deadline)
+        cache = from_cache_control(request.headers.get("cache-control"))
+        result = await handler.infer(model, parsed, deadline, cache)
         content, headers = encode_response(result, parsed.outputs, binary_default)
         return Response(content, headers=headers)
 
