@@ -22,11 +22,12 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.redis_server import RedisServer, redis_server_binary
-from tests.conftest import FAST_MODEL
-from tests.helpers.process import ManagedProcess, app_process, run_app
+from helpers.process import ManagedProcess, app_process, run_app
 
 pytestmark = pytest.mark.slow
 
+# The tests' fast model (tests/conftest.py's FAST_MODEL).
+FAST_MODEL = "resnet18"
 BASE_ENV = {
     "SERVING_MODEL_NAME": FAST_MODEL,
     "SERVING_MODEL_WEIGHTS": "random",
