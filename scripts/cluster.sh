@@ -10,7 +10,8 @@
 # Every component is pinned (scripts/cluster/versions.sh) and built from the package registries
 # (Go module proxy, Debian, PyPI): Kubernetes from k8s.io/kubernetes, CoreDNS, the pause
 # container, prometheus-operator, Prometheus and metrics-server; containerd, dockerd and etcd
-# from Debian. The project image is built from ./Dockerfile by the Docker engine and imported
+# from Debian, and a Redis image (local/redis, Debian's redis-server) for the chart's
+# cache.redis. The project image is built from ./Dockerfile by the Docker engine and imported
 # into the node's containerd. `up` installs release `resnet-serving` into namespace `resnet`
 # (Pod Security Standard "restricted" enforced) with values-dev.yaml and
 # deploy/local-cluster/values-local.yaml, and returns once it is Ready; the kubeconfig is
@@ -99,6 +100,7 @@ cmd_up() {
   engine_up
   base_images
   system_images
+  redis_image
   monitoring_images
   local tag=""
   if [ "$release" = 1 ]; then
@@ -139,7 +141,7 @@ cmd_status() {
     monitoring_status || rc=1
     if helm --kubeconfig "$KUBECONFIG_FILE" status "$RELEASE" -n "$NAMESPACE" >/dev/null 2>&1; then
       printf '%-24s %s\n' "release $RELEASE" \
-        "$(kubectl_ -n "$NAMESPACE" get deployment -l app.kubernetes.io/instance="$RELEASE" \
+        "$(kubectl_ -n "$NAMESPACE" get deployment -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/component=server \
           -o jsonpath='{range .items[*]}{.status.readyReplicas}/{.spec.replicas} ready{end}')"
     else
       printf '%-24s %s\n' "release $RELEASE" "not installed"

@@ -11,7 +11,8 @@ this file generates, and evaluates every query against a real Prometheus scrapin
 Queries on the app's series are scoped by the `job`, `namespace` and `pod` variables. Panels on
 cluster series (cAdvisor, kube-state-metrics) restrict them to this job's pods by joining with
 `up{job=~"$job"}`; their titles are listed in CLUSTER_ONLY_PANELS (no such series outside a
-cluster).
+cluster). The panels on the prediction cache's Redis tier have data only where a Redis is
+configured (SERVING_CACHE_REDIS_URL); the real Prometheus test runs one.
 """
 
 from __future__ import annotations
@@ -605,7 +606,111 @@ def overview() -> dict[str, Any]:
         w=12,
         h=8,
     )
+    prediction_cache(layout)
     return finish(board)
+
+
+def prediction_cache(layout: Layout) -> None:
+    """The prediction cache (app/cache/): the in-process tier ("local", asked for every image)
+    and the shared Redis tier ("redis", asked after a local miss where one is configured).
+    Last on the dashboard, so the panels above keep their ids (and links to them)."""
+    add = layout.add
+    lookups = f"prediction_cache_requests_total{{{APP}}}"
+    hits = f'prediction_cache_requests_total{{{APP}, result="hit"}}'
+    redis = f'prediction_cache_requests_total{{{APP}, tier="redis"}}'
+    layout.row("Prediction cache")
+    add(
+        timeseries_panel(
+            "Cache hit ratio (overall and per tier)",
+            "Overall: images answered from either tier (local hits + Redis hits) per image "
+            "looked up (every image asks the local tier first). Per tier: that tier's hits per "
+            "lookup in it (Redis lookups are the local misses; its errors count as misses).",
+            "percentunit",
+            query(
+                f"(sum(rate({hits}{RATE})) or vector(0))"
+                f' / sum(rate(prediction_cache_requests_total{{{APP}, tier="local"}}{RATE}))',
+                "overall",
+            ),
+            query(
+                f"(sum by (tier) (rate({hits}{RATE})) or 0 * sum by (tier) (rate({lookups}{RATE})))"
+                f" / sum by (tier) (rate({lookups}{RATE}))",
+                "{{tier}}",
+                "B",
+            ),
+        )
+        .min(0)
+        .max(1),
+        w=8,
+        h=8,
+    )
+    add(
+        timeseries_panel(
+            "Cache lookups / s by tier and result",
+            "Lookups per second in each tier by result: hit, miss, and error (Redis only: a "
+            "timeout, a refused connection, a bad value, or skipped while its circuit breaker "
+            "is open).",
+            "ops",
+            query(
+                f"sum by (tier, result) (rate({lookups}{RATE}))",
+                "{{tier}} {{result}}",
+            ),
+        ),
+        w=8,
+        h=8,
+    )
+    add(
+        timeseries_panel(
+            "Cache memory held in process",
+            "Bytes held by each pod's in-process tier (prediction_cache_bytes), bounded by "
+            "SERVING_CACHE_BYTES.",
+            "bytes",
+            query(f"sum by (pod) (prediction_cache_bytes{{{APP}}})", "{{pod}}"),
+        ),
+        w=8,
+        h=8,
+    )
+    add(
+        timeseries_panel(
+            "Redis errors / s by pod",
+            "Redis lookups that failed per second, per pod (timeouts, refused connections, bad "
+            "values, skipped by the open circuit breaker): each is a miss, the image is "
+            "classified. 0 while Redis answers; no series where no Redis is configured.",
+            "ops",
+            query(
+                f'sum by (pod) (rate(prediction_cache_requests_total{{{APP}, tier="redis", '
+                f'result="error"}}{RATE})) or 0 * sum by (pod) (rate({redis}{RATE}))',
+                "{{pod}}",
+            ),
+        ),
+        w=8,
+        h=8,
+    )
+    add(
+        timeseries_panel(
+            "Redis up per pod",
+            "prediction_cache_redis_up: 1 when the pod's last Redis call or PING (every 5 s) "
+            "succeeded, 0 while they fail (alert ResNetServingCacheRedisDown when every pod "
+            "reports 0). No series where no Redis is configured.",
+            "short",
+            query(f"max by (pod) (prediction_cache_redis_up{{{APP}}})", "{{pod}}"),
+        )
+        .min(0)
+        .max(1),
+        w=8,
+        h=8,
+    )
+    add(
+        timeseries_panel(
+            "Redis latency by op (p50, p95)",
+            "Redis round trips of the cache by operation, failed and timed-out ones included "
+            "(prediction_cache_redis_duration_seconds; SERVING_CACHE_REDIS_TIMEOUT_MS caps "
+            "them).",
+            "s",
+            *quantiles("prediction_cache_redis_duration_seconds", "op", (0.5, 0.95), "{{op}}"),
+        ),
+        w=8,
+        h=8,
+    )
 
 
 def finish(board: dashboard.Dashboard) -> dict[str, Any]:

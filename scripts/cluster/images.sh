@@ -1,12 +1,15 @@
 # shellcheck shell=bash
-# Images without a registry: a Debian base from debootstrap, a Python base on it, the project
-# image from the project's own Dockerfile, pause and CoreDNS from static binaries; each loaded
-# into containerd's k8s.io namespace. Sourced by scripts/cluster.sh.
+# Images without a registry: a Debian base from debootstrap, a Python base and a Redis on it, the
+# project image from the project's own Dockerfile, pause and CoreDNS from static binaries; each
+# loaded into containerd's k8s.io namespace. Sourced by scripts/cluster.sh.
 
 # -slim: trimmed like Docker's official Debian slim images (no .debs, apt lists, docs, man pages
 # or translations), so that the project image measured here carries what python:3.11-slim would.
 LOCAL_DEBIAN_IMAGE=local/debian:$LOCAL_DEBIAN_SUITE-slim
 LOCAL_PYTHON_IMAGE=local/python:3.11-$LOCAL_DEBIAN_SUITE-slim
+# Redis for the chart's cache.redis (the prediction cache's shared tier): Debian's redis-server
+# package (bookworm: Redis 7.0) on the Debian base, UID/GID 999 like the official image.
+LOCAL_REDIS_IMAGE=local/redis:7.0-$LOCAL_DEBIAN_SUITE
 PROJECT_IMAGE_REPOSITORY=local/resnet-serving
 COREDNS_IMAGE=local/coredns:$COREDNS_VERSION
 # The CA bundle the build trusts for pip and the weights download (a BuildKit secret: it is
@@ -132,6 +135,24 @@ load_project_image() {
 system_images() {
   binary_image "$PAUSE_IMAGE" pause
   binary_image "$COREDNS_IMAGE" coredns
+}
+
+# redis_image: $LOCAL_REDIS_IMAGE from deploy/local-cluster/redis.Dockerfile (on the Debian base,
+# built once like the base images), loaded into containerd unless it is there already. The
+# release runs it with cache.redis.image.repository=local/redis, tag 7.0-bookworm, digest "".
+redis_image() {
+  if ! docker_has "$LOCAL_REDIS_IMAGE"; then
+    log "building $LOCAL_REDIS_IMAGE (Debian's redis-server)"
+    DOCKER_BUILDKIT=1 "$DOCKER" build -q -t "$LOCAL_REDIS_IMAGE" \
+      -f "$ROOT/deploy/local-cluster/redis.Dockerfile" "$ROOT/deploy/local-cluster" >/dev/null \
+      || die "building $LOCAL_REDIS_IMAGE failed"
+  fi
+  if image_loaded "$LOCAL_REDIS_IMAGE"; then
+    log "image $LOCAL_REDIS_IMAGE already in containerd"
+  else
+    log "loading $LOCAL_REDIS_IMAGE into containerd"
+    load_image "$LOCAL_REDIS_IMAGE"
+  fi
 }
 
 # What BuildKit may keep of its cache after `down`: the latest build's layers (torch and the

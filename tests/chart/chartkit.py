@@ -43,12 +43,27 @@ def template_args(
     return args
 
 
-def only(manifests: Sequence[Manifest], kind: str, name: str | None = None) -> Manifest:
-    """The one manifest of that kind (and name); fails when there are none or several."""
+CACHE_COMPONENT = "cache"
+
+
+def only(
+    manifests: Sequence[Manifest], kind: str, name: str | None = None, *, cache: bool = False
+) -> Manifest:
+    """The one manifest of that kind (and name); fails when there are none or several. The
+    Redis the chart deploys beside the server (cache.redis.enabled: component `cache`) has its
+    own Deployment, Service, ...: left out unless `cache`, then only its are looked at."""
     found = [
         m
         for m in manifests
-        if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)
+        if m["kind"] == kind
+        and (name is None or m["metadata"]["name"] == name)
+        and (_component(m) == CACHE_COMPONENT) == cache
     ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
     return found[0]
+
+
+def _component(manifest: Manifest) -> str | None:
+    labels = manifest.get("metadata", {}).get("labels") or {}
+    component: str | None = labels.get("app.kubernetes.io/component")
+    return component

@@ -16,8 +16,13 @@ import yaml
 from app.settings.config import ENV_PREFIX, Settings, env_default
 from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, VALUES_PROD_GPU, Render, only
 
-# Settings that come from a Secret, never from the ConfigMap (values `apiKeys`).
-SECRET_SETTINGS: frozenset[str] = frozenset({"SERVING_API_KEYS"})
+# Settings that come from a Secret or from the chart's own values, never from the ConfigMap:
+# the API keys (values `apiKeys`), and the Redis URL and password of the prediction cache
+# (values `cache.redis`: the URL of the Redis the chart deploys or of the user's, the password
+# from a Secret; the serving Deployment sets both as `env`).
+SECRET_SETTINGS: frozenset[str] = frozenset(
+    {"SERVING_API_KEYS", "SERVING_CACHE_REDIS_URL", "SERVING_CACHE_REDIS_PASSWORD"}
+)
 
 # Where the chart's default deliberately differs from the app's, and why.
 CHART_OVERRIDES = {
@@ -102,3 +107,31 @@ def test_rendered_settings_are_valid_for_the_app(
 def test_no_secret_setting_in_the_configmap(render: Render) -> None:
     data = configmap_data(render, ())
     assert not any(word in key for key in data for word in ("KEY", "TOKEN", "PASSWORD", "SECRET"))
+
+
+@pytest.mark.parametrize(
+    ("set_values", "url"),
+    [
+        (["cache.redis.enabled=true"], "redis://rel-resnet-serving-redis:6379/0"),
+        (
+            ["cache.redis.url=rediss://cache.example.internal:6380/2"],
+            "rediss://cache.example.internal:6380/2",
+        ),
+    ],
+    ids=["chart's Redis", "existing Redis"],
+)
+def test_the_redis_url_the_chart_sets_is_valid_for_the_app(
+    render: Render, monkeypatch: pytest.MonkeyPatch, set_values: list[str], url: str
+) -> None:
+    # The pod gets the ConfigMap (envFrom) and then the Deployment's own env, which wins.
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    manifests = render((), set_values)
+    for key, value in only(manifests, "ConfigMap", "rel-resnet-serving")["data"].items():
+        monkeypatch.setenv(key, value)
+    deployment = only(manifests, "Deployment", "rel-resnet-serving")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SERVING_CACHE_REDIS_URL"]["value"] == url
+    monkeypatch.setenv("SERVING_CACHE_REDIS_URL", url)
+    settings = Settings(_env_file=None)
+    assert settings.cache_redis_url.get_secret_value() == url

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from monitoring.monitoringkit import CLUSTER_SERIES, PROMETHEUS_SERIES, RECORDING_RULE_PREFIX
+from monitoring.monitoringkit import (
+    CLUSTER_SERIES,
+    PROMETHEUS_SERIES,
+    RECORDING_RULE_PREFIX,
+    REDIS_ONLY_SERIES,
+)
 
 from app.telemetry.metrics import Metrics
 from chart.chartkit import ROOT, VALUES_DEV, VALUES_PROD, Render
@@ -73,10 +78,11 @@ def test_dashboard_is_grafana_json_on_a_prometheus_datasource_variable(path: Pat
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_dashboard_queries_use_only_the_apps_metric_names(path: Path) -> None:
     dashboard = json.loads(path.read_text())
-    # Besides the app's: Prometheus' `up`, cluster series (kube-state-metrics, cAdvisor) and the
-    # chart's recording rules; tests/monitoring/ checks those against the rules and a real
-    # Prometheus.
-    known = exported_series() | PROMETHEUS_SERIES | set(CLUSTER_SERIES)
+    # Besides the app's: Prometheus' `up`, cluster series (kube-state-metrics, cAdvisor), the
+    # chart's recording rules and the series of a configured Redis (registered only with one);
+    # tests/monitoring/ checks those against the rules and a real Prometheus (its app has a
+    # Redis).
+    known = exported_series() | PROMETHEUS_SERIES | set(CLUSTER_SERIES) | REDIS_ONLY_SERIES
     used = {name for query in queries(dashboard) for name in SELECTOR.findall(query)}
     used = {name for name in used if not name.startswith(RECORDING_RULE_PREFIX)}
     assert used, "no metric selector found in the queries"

@@ -42,6 +42,20 @@ def test_service_down_alerts_watch_this_releases_scrape_job(render: Render) -> N
     assert by_name["ResNetServingDown"]["labels"]["severity"] == "critical"
 
 
+def test_cache_redis_alert_needs_every_pod_of_this_release_to_see_redis_down(
+    render: Render,
+) -> None:
+    """One alert per release (not per pod), a warning: the cache falling back to misses is not an
+    outage. Without a Redis there is no prediction_cache_redis_up series, so it cannot fire."""
+    alert = {a["alert"]: a for a in alerts(render, release="prod")}["ResNetServingCacheRedisDown"]
+    selector = 'job="prod-resnet-serving", namespace="serving"'
+    assert (
+        alert["expr"] == f"max by (namespace, job) (prediction_cache_redis_up{{{selector}}}) == 0"
+    )
+    assert alert["for"] == "3m"
+    assert alert["labels"]["severity"] == "warning"
+
+
 def test_prod_adds_its_routing_labels_to_every_alert(render: Render) -> None:
     for alert in alerts(render, (VALUES_PROD,)):
         assert alert["labels"]["team"] == "ml-serving"

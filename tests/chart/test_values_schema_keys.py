@@ -35,6 +35,14 @@ FREE_FORM: dict[str, str] = {
         "a Kubernetes SecurityContext written verbatim into the container; checked by "
         "kubeconform like podSecurityContext"
     ),
+    "cache.redis.podSecurityContext": (
+        "the Redis pod's PodSecurityContext, written verbatim like podSecurityContext; checked by "
+        "kubeconform on the manifests rendered with cache.redis.enabled"
+    ),
+    "cache.redis.securityContext": (
+        "the Redis container's SecurityContext, written verbatim like securityContext; checked "
+        "by kubeconform like it"
+    ),
     "autoscaling.behavior": (
         "a Kubernetes HorizontalPodAutoscalerBehavior written verbatim into the HPA; checked by "
         "kubeconform"

@@ -74,11 +74,21 @@ class Cluster:
         return f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=server"
 
     def deployment(self) -> dict[str, Any]:
-        items = self.get("deployment", "-l", f"app.kubernetes.io/instance={self.release}")["items"]
+        # The server's: the release also deploys a Redis (cache.redis) under the same instance.
+        items = self.get("deployment", "-l", self.selector)["items"]
         if len(items) != 1:
             raise KubeError(f"expected one Deployment of {self.release}, found {len(items)}")
         deployment: dict[str, Any] = items[0]
         return deployment
+
+    def pod_metrics(self, pod: dict[str, Any]) -> str:
+        """A serving pod's /metrics page, through the API server's proxy to the pod (the port
+        that serves it: `metrics` when SERVING_METRICS_PORT moves it, else `http`)."""
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        port = ports.get("metrics", ports["http"])
+        name = pod["metadata"]["name"]
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{name}:{port}/proxy/metrics"
+        return self.kubectl_("get", "--raw", path)
 
     def pods(self) -> list[dict[str, Any]]:
         pods: list[dict[str, Any]] = self.get("pods", "-l", self.selector)["items"]

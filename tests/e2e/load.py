@@ -35,6 +35,11 @@ class Load:
     clients: int = 4
     timeout_s: float = 30.0
     content_type: str = "image/jpeg"
+    # The load is for the model (rollouts, autoscaling): one image sent over and over would be
+    # answered by the prediction cache. None lets the cache answer (test_08_cache.py).
+    cache_control: str | None = "no-store"
+    # Other images the clients send in turn after IMAGE (the cache's tests); none by default.
+    more_images: tuple[bytes, ...] = ()
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -57,15 +62,19 @@ class Load:
 
     def _client(self) -> None:
         headers = {"Content-Type": self.content_type, "Connection": "close"}
+        if self.cache_control is not None:
+            headers["Cache-Control"] = self.cache_control
+        images = (self.image, *self.more_images)
+        sent = 0
         while not self._stop.is_set():
             started = time.monotonic()
             status: int | None = None
             error = ""
             try:
                 with httpx.Client(timeout=self.timeout_s) as client:
-                    response = client.post(
-                        f"{self.url}/predict", content=self.image, headers=headers
-                    )
+                    image = images[sent % len(images)]
+                    sent += 1
+                    response = client.post(f"{self.url}/predict", content=image, headers=headers)
                 status = response.status_code
                 if status != 200:
                     error = _error_code(response)

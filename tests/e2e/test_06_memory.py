@@ -55,7 +55,9 @@ def test_a_burst_of_64_large_images_kills_no_pod(
             response = httpx.post(
                 f"{base_url}/predict",
                 content=image,
-                headers={"Content-Type": content_type},
+                # no-store: 64 copies of one image would otherwise be decoded once
+                # (single-flight); the burst is about decoding them all at once.
+                headers={"Content-Type": content_type, "Cache-Control": "no-store"},
                 timeout=120,
             )
         except httpx.HTTPError as exc:

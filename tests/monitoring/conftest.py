@@ -1,5 +1,6 @@
 """Fixtures of the monitoring tests: the chart rendered offline (the chart tests' own fixtures),
-promtool and prometheus from the Debian `prometheus` package, the app's real /metrics page."""
+promtool and prometheus from the Debian `prometheus` package, redis-server from the Debian
+`redis-server` package, the app's real /metrics page."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from fastapi.testclient import TestClient
 from helpers.tools import tool
 
 __all__ = ["helm", "helm_bin", "metrics_text", "offline_chart", "prometheus_bin", "promtool_bin",
-           "render"]  # fmt: skip
+           "redis_bin", "render"]  # fmt: skip
 
 PROMETHEUS_HINT = "run scripts/install.sh (Debian package `prometheus`)"
+REDIS_HINT = "run scripts/install.sh (Debian package `redis-server`)"
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,13 @@ def promtool_bin() -> Path:
 @pytest.fixture(scope="session")
 def prometheus_bin() -> Path:
     return tool("prometheus", hint=PROMETHEUS_HINT)
+
+
+@pytest.fixture(scope="session")
+def redis_bin() -> Path:
+    """redis-server: the real Prometheus test gives the app a Redis, so the cache's Redis
+    panels have data."""
+    return tool("redis-server", hint=REDIS_HINT)
 
 
 @pytest.fixture(scope="session")

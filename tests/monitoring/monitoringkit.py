@@ -37,6 +37,12 @@ CLUSTER_SERIES = {
     "container_cpu_usage_seconds_total": "cAdvisor (kubelet)",
     "container_memory_working_set_bytes": "cAdvisor (kubelet)",
 }
+# Series the app exports only where a Redis is configured (SERVING_CACHE_REDIS_URL): without one
+# there is no series, so ResNetServingCacheRedisDown cannot fire (test_alert_rules.py checks the
+# absence). Checks that read an app without a Redis (its registry, the in-process /metrics page)
+# take them as known; the real Prometheus test runs the app with a real Redis and finds them on
+# its /metrics page.
+REDIS_ONLY_SERIES = frozenset({"prediction_cache_redis_up"})
 
 Rule = dict[str, Any]
 

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 import yaml
 from chart.chartkit import VALUES_DEV, VALUES_PROD, Render
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.monitoringkit import (
     CLUSTER_SERIES,
     PROMETHEUS_SERIES,
     PROMTOOL_TESTS,
     RECORDING_RULE_PREFIX,
+    REDIS_ONLY_SERIES,
     RULES_FILE,
     TROUBLESHOOTING,
     declared_series,
@@ -45,6 +47,7 @@ ALERTS = {  # every alert the chart ships, and the severities its rules carry
     "ResNetServingHPAMaxedOut": {"warning"},
     "ResNetServingPodRestarting": {"warning"},
     "ResNetServingOOMKilled": {"warning"},
+    "ResNetServingCacheRedisDown": {"warning"},
 }
 
 
@@ -166,10 +169,15 @@ def test_thresholds_and_windows_come_from_values(render: Render) -> None:
             "prometheusRule.alerts.latency.objective=0.99",
             "prometheusRule.alerts.serviceDown.for=3m",
             "prometheusRule.alerts.errorRatio.window=10m",
+            "prometheusRule.alerts.cacheRedisDown.for=20s",
         ),
     )
     by_name = {r.get("alert") or r["record"]: r for r in rules_of(groups)}
     assert by_name["ResNetServingDown"]["for"] == "3m"
+    assert by_name["ResNetServingCacheRedisDown"]["for"] == "20s"
+    assert "for 20s" in " ".join(
+        by_name["ResNetServingCacheRedisDown"]["annotations"]["description"].split()
+    )
     assert 'le="0.3"' in by_name["resnet_serving:latency_slow:ratio_rate5m"]["expr"]
     assert "> 0.3" in by_name["ResNetServingHighLatency"]["expr"]
     assert "(1 - 0.99)" in by_name["ResNetServingLatencyBudgetBurn"]["expr"]
@@ -211,13 +219,28 @@ def test_rules_reference_only_series_the_app_exports(
     render: Render, metrics_text: str, values: tuple[Path, ...]
 ) -> None:
     """Read from the app's real /metrics page: a rule on a metric the app does not export (or
-    no longer exports) fails here. Cluster series are named in CLUSTER_SERIES."""
+    no longer exports) fails here. Cluster series are named in CLUSTER_SERIES; the series of a
+    configured Redis (REDIS_ONLY_SERIES; this app has none) are checked by the real Prometheus
+    test, whose app has one."""
     groups = rule_groups(render, values)
     recorded = {r["record"] for r in rules_of(groups) if "record" in r}
     known = declared_series(metrics_text) | PROMETHEUS_SERIES | set(CLUSTER_SERIES) | recorded
+    known |= REDIS_ONLY_SERIES
     used = {name for r in rules_of(groups) for name in metric_names(r["expr"])}
     assert "request_count_total" in used
     assert sorted(used - known) == [], "series that neither the app nor the cluster exports"
+
+
+def test_redis_series_are_absent_without_a_redis(metrics_text: str, render: Render) -> None:
+    """ResNetServingCacheRedisDown must not fire where no Redis is configured: it reads only
+    series that an app without a Redis has no sample of."""
+    samples = {s.name for f in text_string_to_metric_families(metrics_text) for s in f.samples}
+    assert "model_ready" in samples
+    assert not samples & REDIS_ONLY_SERIES
+    rule = next(
+        r for r in rules_of(rule_groups(render)) if r.get("alert") == "ResNetServingCacheRedisDown"
+    )
+    assert metric_names(rule["expr"]) <= REDIS_ONLY_SERIES
 
 
 def test_metric_name_check_catches_a_name_the_app_does_not_export(metrics_text: str) -> None:

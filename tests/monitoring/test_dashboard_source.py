@@ -35,6 +35,12 @@ REQUIRED_PANELS = {
     "Loaded model per pod": "model_info",
     "Decode memory in flight and budget": "decode_memory_in_flight_bytes",
     "Body memory in flight and budget": "body_memory_in_flight_bytes",
+    "Cache hit ratio (overall and per tier)": "prediction_cache_requests_total",
+    "Cache lookups / s by tier and result": "prediction_cache_requests_total",
+    "Cache memory held in process": "prediction_cache_bytes",
+    "Redis errors / s by pod": "prediction_cache_requests_total",
+    "Redis up per pod": "prediction_cache_redis_up",
+    "Redis latency by op (p50, p95)": "prediction_cache_redis_duration_seconds_bucket",
 }
 
 
@@ -114,3 +120,27 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
         assert not mine & cells, f"{panel['title']} overlaps another panel"
         cells |= mine
     assert len(ids) == len(set(ids))
+
+
+def test_cache_row_reads_hit_ratios_and_redis_latency_as_the_metrics_define_them() -> None:
+    """Every image asks the local tier first, so the overall hit ratio is the hits of both tiers
+    over the local tier's lookups; Redis latency is p50 and p95 by op."""
+    dashboard = json.loads(OVERVIEW.read_text())
+    by_title: dict[str, list[str]] = {}
+    for title, _, expr in panel_queries(dashboard):
+        by_title.setdefault(title, []).append(expr)
+    overall, per_tier = by_title["Cache hit ratio (overall and per tier)"]
+    hits, lookups = overall.split(" / ")
+    assert 'result="hit"' in hits
+    assert "tier=" not in hits
+    assert 'tier="local"' in lookups
+    assert "result=" not in lookups
+    assert per_tier.count("sum by (tier)") == 3
+    latency = by_title["Redis latency by op (p50, p95)"]
+    assert [e.split(",")[0] for e in latency] == [
+        "histogram_quantile(0.5",
+        "histogram_quantile(0.95",
+    ]
+    assert all("sum by (le, op)" in e for e in latency)
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[-1] == "Prediction cache"

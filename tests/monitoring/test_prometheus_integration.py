@@ -1,8 +1,10 @@
 """A real Prometheus server scraping a real app process, with the chart's rendered rules.
 
-The app (`python -m app`, resnet18 with random weights, on a free loopback port) gets a steady
-mix of traffic from a background thread: predictions, client errors (400), overload refusals of
-a queue of one (503 overloaded, `rejected_requests_total`), failed image URLs (502) and probes.
+The app (`python -m app`, resnet18 with random weights, on a free loopback port, its prediction
+cache's shared tier on a real redis-server on loopback) gets a steady mix of traffic from a
+background thread: predictions (the same image again and again: cache hits), client errors (400;
+bytes that are no image miss both cache tiers every time), overload refusals of a queue of one
+(503 overloaded, `rejected_requests_total`), failed image URLs (502) and probes.
 Prometheus (the Debian package's binary, a temporary config and data directory, loopback only,
 scraping every second, evaluating every second) labels the target as a ServiceMonitor would
 (job = the chart's full name, namespace, pod). Then:
@@ -15,7 +17,7 @@ scraping every second, evaluating every second) labels the target as a ServiceMo
 - every series named by a dashboard or a rule is one the running app declares on its real
   /metrics page (or Prometheus' own, a recording rule's, or a listed cluster series).
 
-Both processes are started and stopped here by PID; everything is bounded in time.
+The three processes are started and stopped here by PID; everything is bounded in time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ import yaml
 from chart.chartkit import Render
 from PIL import Image
 
+from harness.redis_server import RedisServer
 from helpers.process import ManagedProcess, app_process, free_port
 from monitoring.monitoringkit import (
     CLUSTER_SERIES,
@@ -180,7 +184,10 @@ def prometheus_config(app_port: int, rules: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(
-    render: Render, prometheus_bin: Path, tmp_path_factory: pytest.TempPathFactory
+    render: Render,
+    prometheus_bin: Path,
+    redis_bin: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("prometheus-stack")
     groups = rule_groups(render, release=RELEASE, namespace=NAMESPACE)
@@ -196,7 +203,12 @@ def stack(
         # Image URLs on loopback are fetched (and fail: 502), so url_fetch_* has series.
         "SERVING_ALLOW_PRIVATE_URLS": "true",
     }
-    with app_process(env, log_path=work / "app.log") as app:
+    # The prediction cache's shared tier (harness/redis_server.py: Debian's redis-server on
+    # loopback), so its Redis series (REDIS_ONLY_SERIES) and panels have data.
+    with ExitStack() as processes:
+        redis = processes.enter_context(RedisServer(work / "redis.log"))
+        env["SERVING_CACHE_REDIS_URL"] = redis.url_with_password
+        app = processes.enter_context(app_process(env, log_path=work / "app.log"))
         app.wait_ready(timeout_s=120)
         config = work / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(app.port, rules)))
@@ -314,6 +326,9 @@ def test_every_rule_evaluates_without_error_and_recordings_have_data(stack: Stac
     states = {r["name"]: r["state"] for r in rules if r["type"] == "alerting"}
     assert states["ResNetServingDown"] == "inactive"
     assert states["ResNetServingTargetDown"] == "inactive"
+    # Its Redis answers: the cache's Redis alert stays inactive too, on a series that exists.
+    assert stack.query_until_data(f'prediction_cache_redis_up{{job="{JOB}"}} == 1')
+    assert states["ResNetServingCacheRedisDown"] == "inactive"
 
 
 def test_dashboards_and_rules_name_only_series_the_running_app_exports(stack: Stack) -> None:

@@ -238,3 +238,111 @@ Deployment whose pods would be killed mid-request.
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be at least lifecycle.preStopSleepSeconds + SERVING_GRACEFUL_TIMEOUT_S + 2 = %d" (int .Values.terminationGracePeriodSeconds) (int $needed)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The prediction cache's Redis (values `cache.redis`): `enabled` deploys one beside the release,
+`url` names one the user runs. Both at once is a mistake: fail at render time, naming them.
+*/}}
+{{- define "resnet-serving.checkCache" -}}
+{{- if and .Values.cache.redis.enabled .Values.cache.redis.url }}
+{{- fail "cache.redis.enabled and cache.redis.url are exclusive: enabled deploys a Redis with the release, url points at one you already run; set one of them" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the chart's Redis Deployment, Service, Secret and NetworkPolicy: "<fullname>-redis",
+the full name cut to leave room for the suffix (a Service name is a 63-character DNS label).
+*/}}
+{{- define "resnet-serving.redisFullname" -}}
+{{- printf "%s-redis" (include "resnet-serving.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Selector labels of the Redis pod: a component of its own (`cache`), so the server's Service,
+PDB, HPA, ServiceMonitor and NetworkPolicy (component `server`) never select it.
+*/}}
+{{- define "resnet-serving.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "resnet-serving.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: cache
+{{- end }}
+
+{{/*
+Labels of every Redis object.
+*/}}
+{{- define "resnet-serving.redisLabels" -}}
+helm.sh/chart: {{ include "resnet-serving.chart" . }}
+{{ include "resnet-serving.redisSelectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: resnet-serving
+{{- end }}
+
+{{/*
+The Redis image: repository@digest when a digest is set, else repository:tag.
+*/}}
+{{- define "resnet-serving.redisImage" -}}
+{{- $image := .Values.cache.redis.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository ($image.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{/*
+SERVING_CACHE_REDIS_URL: the chart's Redis (same namespace, database 0), the user's `url`, or
+nothing (no shared tier).
+*/}}
+{{- define "resnet-serving.redisURL" -}}
+{{- if .Values.cache.redis.enabled -}}
+redis://{{ include "resnet-serving.redisFullname" . }}:6379/0
+{{- else -}}
+{{ .Values.cache.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart creates the password Secret: for its own Redis unless an existing Secret is
+named; for the user's Redis only when `password` is given.
+*/}}
+{{- define "resnet-serving.redisCreateSecret" -}}
+{{- $r := .Values.cache.redis }}
+{{- if and (not $r.existingSecret) (or $r.enabled (and $r.url $r.password)) }}true{{ end }}
+{{- end }}
+
+{{/*
+The Secret with the Redis password and the key in it, or nothing when there is no password.
+*/}}
+{{- define "resnet-serving.redisSecret" -}}
+{{- $r := .Values.cache.redis }}
+{{- if and $r.existingSecret (or $r.enabled $r.url) -}}
+{{ $r.existingSecret }}
+{{- else if include "resnet-serving.redisCreateSecret" . -}}
+{{ include "resnet-serving.redisFullname" . }}
+{{- end }}
+{{- end }}
+{{- define "resnet-serving.redisSecretKey" -}}
+{{- if .Values.cache.redis.existingSecret }}{{ .Values.cache.redis.existingSecretPasswordKey }}{{ else }}redis-password{{ end }}
+{{- end }}
+
+{{/*
+The password of the Secret the chart creates: `cache.redis.password`, else the one the Secret
+already holds (kept across upgrades), else 32 random characters. Generated once per render and
+remembered in the render's top-level context, so the Secret and the checksum annotations of the
+pods that read it agree.
+*/}}
+{{- define "resnet-serving.redisPassword" -}}
+{{- if .Values.cache.redis.password }}
+{{- .Values.cache.redis.password }}
+{{- else }}
+{{- if not (hasKey $ "redisPasswordOfThisRender") }}
+{{- $password := randAlphaNum 32 }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "resnet-serving.redisFullname" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data "redis-password") }}
+{{- $password = index $existing.data "redis-password" | b64dec }}
+{{- end }}
+{{- $_ := set $ "redisPasswordOfThisRender" $password }}
+{{- end }}
+{{- index $ "redisPasswordOfThisRender" }}
+{{- end }}
+{{- end }}
