@@ -19,9 +19,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from harness.redis_server import RedisServer, redis_server_binary
+from helpers.metrics import samples_of
 from helpers.process import ManagedProcess, app_process, run_app
 
 pytestmark = pytest.mark.slow
@@ -56,18 +56,12 @@ def predict(server: ManagedProcess, data: bytes, **headers: str) -> httpx.Respon
 
 
 def metrics(server: ManagedProcess) -> dict[str, float]:
-    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}"] = sample.value
-    return out
+    return samples_of(httpx.get(f"{server.base_url}/metrics", timeout=10).text)
 
 
 def lookups(server: ManagedProcess, tier: str, result: str) -> float:
     return metrics(server).get(
-        f"prediction_cache_requests_total{{result={result},tier={tier}}}", 0.0
+        f'prediction_cache_requests_total{{result="{result}",tier="{tier}"}}', 0.0
     )
 
 

@@ -8,7 +8,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 def scrape(client: TestClient) -> dict[str, float]:
     """Every sample as 'name{labels}' -> value."""
-    text = client.get("/metrics").text
+    return samples_of(client.get("/metrics").text)
+
+
+def samples_of(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus text page as 'name{k="v",...}' (labels sorted) -> value."""
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
