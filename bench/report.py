@@ -244,6 +244,55 @@ def oip_compare(report: Row) -> str:
     return head + columns_table(OIP_COLUMNS, rows) + parse
 
 
+def cache(report: Row) -> str:
+    """bench/cache.py: cache off, in process and through Redis, one run, rounds alternated."""
+    m, w = report["machine"], report["workload"]
+    loads = [x for r in report["configs"] for x in r["load_1m"]]
+    order = " ".join(report["schedule"])
+    head = (
+        f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpus_available']} CPUs, {isa(m)}), "
+        f"model {report['model']}, random weights, defaults otherwise; {report['clients']} "
+        f"clients, {w['images']} distinct JPEGs ({w['bytes_min'] / 1024:.0f} to "
+        f"{w['bytes_max'] / 1024:.0f} KiB, median {w['bytes_median'] / 1024:.0f} KiB), "
+        f"{report['seconds_per_round']:g} s per configuration per round, rounds {order}, each "
+        f"from an empty cache after {report['warmup_s_per_round']:g} s of `no-store` warm-up "
+        f"(not counted). Command: `{command(report)}`. Load average (1 min) on the machine: "
+        f"{min(loads):g} to {max(loads):g}.\n\n"
+    )
+    return head + columns_table(CACHE_COLUMNS, report["configs"]) + "\n" + cache_goals(report)
+
+
+def cache_goals(report: Row) -> str:
+    g = report["goals"]
+    rows = []
+    for config, name in (("local", "in process"), ("redis", "through Redis")):
+        if f"speedup_{config}" in g:
+            s = g[f"speedup_{config}"]
+            rows.append([f"throughput vs cache off, {name}", f">= {s['goal']:g}x",
+                         f"{s['ratio']:.2f}x (free hits: {s['ceiling_free_hits']:.2f}x; CPU per "
+                         f"request predicts {s['cpu_ratio']:.2f}x)",
+                         "met" if s["met"] else "**not met**"])  # fmt: skip
+    for config, name in (("local", "in process"), ("redis", "through Redis on loopback")):
+        if f"hit_ms_{config}" in g:
+            h = g[f"hit_ms_{config}"]
+            rows.append([f"a hit, server-side (p50 under the load), {name}", f"<= {h['goal']:g} ms",
+                         f"{h['p50']:.2f} ms (p95 {h['p95']:.2f}; quiet p50 {h['quiet_p50']:.2f})",
+                         "met" if h["met"] else "**not met**"])  # fmt: skip
+    return table(["goal", "aim", "measured", ""], rows)
+
+
+def pair(key: str, digits: int = 1) -> Callable[[Row], str]:
+    """A row's p50 / p95 of one timing, or a dash where it has none."""
+
+    def cell(r: Row) -> str:
+        stats = r
+        for part in key.split("."):
+            stats = stats[part]
+        return f"{stats['p50']:.{digits}f} / {stats['p95']:.{digits}f}" if stats["n"] else "-"
+
+    return cell
+
+
 def ratio(key: str) -> Callable[[Row], str]:
     return lambda r: "" if r[key] is None else f"{r[key]:.2f}x"
 
@@ -408,6 +457,24 @@ OIP_COLUMNS: tuple[Column, ...] = (
     ("failed", "{failed}"),
 )
 
+CACHE_COLUMNS: tuple[Column, ...] = (
+    ("configuration", "{label}"),
+    ("req/s (rounds)", lambda r: f"{r['throughput_rps']:.1f} ("
+     + ", ".join(f"{x:.1f}" for x in r["round_rps"]) + ")"),
+    ("client p50 / p95, ms", "{p50_ms:.0f} / {p95_ms:.0f}"),
+    ("repeats", "{repeat_fraction:.1%}"),
+    ("hit ratio: X-Cache / metrics", lambda r: f"{r['hit_ratio']:.1%} / "
+     + ("-" if r["metrics_hit_ratio"] is None else f"{r['metrics_hit_ratio']:.1%}")),
+    ("coalesced", "{coalesced}"),
+    ("hit `total` p50 / p95, ms", pair("hit_total_ms", 2)),
+    ("hit `cache` p50 / p95, ms", pair("hit_cache_ms", 2)),
+    ("quiet hit `total` p50 / p95, ms", pair("quiet.hit_total_ms", 2)),
+    ("miss `total` p50 / p95, ms", pair("miss_total_ms", 0)),
+    ("CPU ms per request: server + client + Redis", lambda r: " + ".join(
+        f"{r['cpu_ms_per_request'][k]:.1f}" for k in ("server", "client", "redis"))),
+    ("failed", "{failed}"),
+)  # fmt: skip
+
 THREAD_VARIANTS = (
     "defaults (every CPU to torch, model threads niced by 10)",
     "model threads at HTTP's priority (`SERVING_MODEL_THREAD_NICENESS=0`)",
@@ -431,6 +498,7 @@ FILE_SECTIONS: dict[str, tuple[str, Callable[[Row], str]]] = {
     "openvino-hints": ("openvino_hints.json", openvino_hints),
     "batching": ("batching.json", sweep),
     "oip-compare": ("oip_compare.json", oip_compare),
+    "cache": ("cache.json", cache),
 }
 
 # Sections with a row per result file, the same benchmark run several ways: ((file, the row's

@@ -135,6 +135,40 @@ def test_locustfile_runs_headless(server: ManagedProcess, tmp_path: Path) -> Non
     assert int(total["Failure Count"]) == 0
 
 
+@pytest.mark.slow
+def test_cache_benchmark_hits_only_where_the_cache_is_on(tmp_path: Path) -> None:
+    out = tmp_path / "cache.json"
+    completed = run_module(
+        "bench.cache", "--model", "resnet18", "--images", "30", "--seconds", "3", "--rounds",
+        "1", "--warmup", "1", "--probe", "5", "--json", str(out), timeout_s=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {row["config"]: row for row in report["configs"]}
+    assert list(rows) == ["off", "local", "redis"]
+    assert report["machine"]["cpus_available"] >= 1
+    assert report["command"].startswith("python -m bench.cache ")
+    assert all(row["ok"] > 0 and row["failed"] == 0 for row in rows.values())
+    assert all(0 < row["repeat_fraction"] < 1 for row in rows.values())
+    off, local, redis = rows["off"], rows["local"], rows["redis"]
+    assert off["hits"] == 0
+    assert off["metrics_hit_ratio"] is None
+    assert off["miss_total_ms"]["n"] == off["answered"]
+    assert local["hits"] > 0
+    assert local["metrics"]["local_hit"] > 0
+    assert redis["hits"] > 0
+    assert redis["metrics"]["redis_hit"] > 0
+    assert "local_hit" not in redis["metrics"]  # every hit went through Redis
+    for row in (local, redis):
+        assert row["x_cache_agrees_with_body"]
+        assert row["stored_hits"] > 0
+        assert row["hit_total_ms"]["n"] == row["stored_hits"]
+        assert row["quiet"]["hits"] > 0
+    hidden = "<password>"  # what is recorded instead of the password
+    assert redis["settings"]["SERVING_CACHE_REDIS_PASSWORD"] == hidden
+    assert set(report["goals"]) >= {"speedup_local", "hit_ms_local", "hit_ms_redis"}
+
+
 def test_performance_doc_tables_are_the_recorded_results() -> None:
     from bench.report import DOC, rewrite
 

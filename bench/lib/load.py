@@ -4,6 +4,8 @@ failure by status.
 
 Requests send the image as the raw body with an image/* content type, which both our server
 and the baseline accept. The same tool drives every configuration, so their ratios are fair.
+`run_load` sends one body again and again; `run_sequence` sends many, in a given order (a
+workload with repeats, for the prediction cache), and keeps what came back for each.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import asyncio
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -101,3 +105,71 @@ async def run_load(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return summarise(concurrency, duration_s, latencies, failures)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request of a sequence: its place in the order, which body, when it left and came back
+    (seconds since the load started), its outcome, and what `inspect` kept of the answer."""
+
+    position: int
+    body: int
+    sent_s: float
+    done_s: float
+    outcome: str  # "ok", "http_<status>" or the client's exception
+    detail: Any = None  # None when no answer came
+
+
+async def run_sequence(
+    url: str,
+    bodies: Sequence[bytes],
+    order: Sequence[int],
+    *,
+    content_type: str,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 60.0,
+    headers: dict[str, str] | None = None,
+    inspect: Callable[[httpx.Response], Any] | None = None,
+) -> tuple[LoadResult, list[Sent]]:
+    """Closed loop for `duration_s`, counted from the first request (no warm-up: the caller
+    warms up as its workload allows). Each request's body is `bodies[order[i]]` for the next i,
+    whichever client sends it, so the server sees the order as given; the clients stop early
+    if it runs out (the result's duration is then the time it took). Returns the summary (the
+    requests answered within the duration) and every request sent, answered in time or not."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    request_headers = {"content-type": content_type, **(headers or {})}
+    sent: list[Sent] = []
+    next_position = 0
+    start = time.perf_counter()
+    stop_at = start + duration_s
+
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
+
+        async def worker() -> None:
+            nonlocal next_position
+            while next_position < len(order):
+                began = time.perf_counter()
+                if began >= stop_at:
+                    return
+                position = next_position
+                next_position += 1
+                body = order[position]
+                detail = None
+                try:
+                    response = await client.post(url, content=bodies[body], headers=request_headers)
+                    status = response.status_code
+                    outcome = "ok" if status == 200 else f"http_{status}"
+                    detail = inspect(response) if inspect is not None else None
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                done = time.perf_counter()
+                sent.append(Sent(position, body, began - start, done - start, outcome, detail))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    ran_s = min(duration_s, time.perf_counter() - start)
+    in_time = [s for s in sent if s.done_s <= ran_s]
+    latencies = [s.done_s - s.sent_s for s in in_time if s.outcome == "ok"]
+    failures = Counter(s.outcome for s in in_time if s.outcome != "ok")
+    sent.sort(key=lambda s: s.position)
+    return summarise(concurrency, ran_s, latencies, failures), sent
