@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 
 import uvicorn
@@ -14,6 +15,7 @@ from app.model.errors import WeightsUnavailableError
 from app.server import ServingServer
 from app.settings.config import Settings, describe_validation_error
 from app.telemetry.logs import configure_logging
+from app.telemetry.tracing import TracingConfig, TracingConfigError
 
 log = logging.getLogger("app")
 
@@ -27,6 +29,11 @@ def main() -> int:
     except ValidationError as exc:
         print(f"resnet-serving: {describe_validation_error(exc)}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        tracing = TracingConfig.from_env(os.environ)
+    except TracingConfigError as exc:
+        print(f"resnet-serving: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
 
     fatal: list[BaseException] = []
@@ -38,7 +45,7 @@ def main() -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
+    app = create_app(settings, on_fatal=on_fatal, tracing=tracing)
     try:
         # Before binding the port: a process without weights must not look alive.
         app.state.service.host.resolve()

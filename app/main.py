@@ -14,6 +14,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from app import __version__
 from app.api.bodies import single_image_limit
@@ -29,6 +31,7 @@ from app.serving.service import Service
 from app.settings.config import Settings
 from app.telemetry.metrics import Metrics
 from app.telemetry.metrics_server import metrics_port
+from app.telemetry.tracing import Tracing, TracingConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,11 @@ async def _start(service: Service, on_fatal: FatalHandler) -> None:
 
 
 async def _grpc(
-    settings: Settings, service: Service, model: ServedModel, api_keys: list[bytes]
+    settings: Settings,
+    service: Service,
+    model: ServedModel,
+    api_keys: list[bytes],
+    tracing: Tracing,
 ) -> OipGrpcServer | None:
     """The Open Inference Protocol over gRPC, in this event loop (SERVING_GRPC_PORT; 0 = off)."""
     if not settings.grpc_port:
@@ -73,15 +80,24 @@ async def _grpc(
         max_timeout_s=settings.max_request_timeout_s,
         observer=MetricsObserver(service.metrics),
         body_memory=service.body_memory,
+        tracer_provider=tracing.provider,
     )
 
 
-def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    on_fatal: FatalHandler,
+    tracing: TracingConfig | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> FastAPI:
     """`on_fatal` is called when the model cannot load after start-up: `python -m app` stops
     the server (the orchestrator then sees a failed container, not a live pod that never gets
-    ready); tests record it."""
+    ready); tests record it. `tracing`: from the OTEL_* variables (`python -m app` reads them);
+    none: off. `span_exporter`: spans go there instead (tests: the SDK's in-memory one)."""
     metrics = Metrics()
-    service = Service(settings, metrics)
+    traces = Tracing(tracing or TracingConfig.off(), metrics, exporter=span_exporter)
+    service = Service(settings, metrics, traces.tracer)
     served = ServedModel(service)
     # Raw bytes, ready for constant-time comparison (HTTP and gRPC); Settings keeps them secret.
     api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
@@ -92,7 +108,7 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
         # (done already, and kept, when `python -m app` checked before binding the port).
         service.host.resolve()
         with metrics_port(settings.metrics_port, settings.host, metrics):
-            grpc_server = await _grpc(settings, service, served, api_keys)
+            grpc_server = await _grpc(settings, service, served, api_keys, traces)
             loader = asyncio.create_task(_start(service, on_fatal), name="model-load")
             try:
                 yield
@@ -106,6 +122,8 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
                     # New calls get UNAVAILABLE; calls in flight finish within the grace period.
                     await grpc_server.stop(settings.graceful_timeout_s)
                 await service.close(settings.graceful_timeout_s)
+                # The last spans, within 2 s: a dead collector must not hold the exit up.
+                await asyncio.to_thread(traces.shutdown, 2.0)
 
     app = FastAPI(
         title="resnet-serving",
@@ -119,6 +137,7 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
         ],
     )
     app.state.service = service
+    app.state.tracing = traces
     app.state.api_keys = api_keys
     install_error_handlers(app)
     include_routes(app)
@@ -126,5 +145,12 @@ def create_app(settings: Settings, *, on_fatal: FatalHandler) -> FastAPI:
     if not settings.api_keys:
         document_auth_as_optional(app)
     install_middleware(app, default_body_limit=single_image_limit(settings))
-    instrument(app, metrics)  # last: the outermost layer
+    instrument(app, metrics)
+    if traces.provider is not None:
+        # OpenTelemetry's own ASGI middleware, outside all of ours: the server span (W3C
+        # traceparent honoured; a malformed one starts a new trace) is current everywhere
+        # inside. Probes and /metrics are not traced.
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=traces.provider, excluded_urls="/health,/ready,/metrics"
+        )
     return app

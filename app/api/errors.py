@@ -14,6 +14,7 @@ from starlette.types import Message
 
 from app.calls.context import RequestContext, request_context
 from app.errors import ServingError
+from app.telemetry.spans import annotate
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def error_response(
     """The JSON error response; also records the code for the access log and metrics."""
     context = request_context(request)
     context.error_code = code
+    annotate(**{"app.error.code": code})
     return JSONResponse(
         error_payload(code, message, context.request_id), status_code=status, headers=headers
     )

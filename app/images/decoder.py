@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from opentelemetry import trace
 from PIL import Image
 
 from app.errors import DeadlineExceededError, ImageTooLargeError, MemoryBusyError
@@ -63,8 +65,15 @@ class _MustWait:
 
 class ImageDecoder:
     def __init__(
-        self, *, workers: int, max_pixels: int, pixels_in_flight: int, metrics: Metrics
+        self,
+        *,
+        workers: int,
+        max_pixels: int,
+        pixels_in_flight: int,
+        metrics: Metrics,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self.tracer = tracer or trace.NoOpTracer()
         self.max_pixels = max_pixels
         self.metrics = metrics
         Image.core.set_block_size(PILLOW_BLOCK_BYTES)  # type: ignore[attr-defined]  # process-wide
@@ -169,8 +178,11 @@ class ImageDecoder:
     ) -> Preprocessed:
         loop = asyncio.get_running_loop()
         async with self._slot(deadline):
+            # The decode thread runs in the request's context (its trace, for spans and the
+            # log lines written there): an executor does not carry contextvars by itself.
+            context = contextvars.copy_context()
             outcome = await loop.run_in_executor(
-                self._pool, self._open_and_decode, data, preprocessor, deadline
+                self._pool, context.run, self._open_and_decode, data, preprocessor, deadline
             )
         if isinstance(outcome, _MustWait):
             outcome = await self._wait_then_decode(outcome, preprocessor, deadline)
@@ -180,7 +192,10 @@ class ImageDecoder:
         self, waited: _MustWait, preprocessor: Preprocessor, deadline: float | None
     ) -> Preprocessed:
         try:
-            granted = await self.budget.acquire(waited.cost, deadline)
+            with self.tracer.start_as_current_span(
+                "wait for decode memory", attributes={"memory.bytes": waited.cost}
+            ):
+                granted = await self.budget.acquire(waited.cost, deadline)
         except BaseException:
             waited.opened.image.close()
             raise
@@ -198,7 +213,11 @@ class ImageDecoder:
         try:
             async with self._slot(deadline):
                 job: Future[Preprocessed] = self._pool.submit(
-                    self._decode_reserved, waited, preprocessor, deadline
+                    contextvars.copy_context().run,
+                    self._decode_reserved,
+                    waited,
+                    preprocessor,
+                    deadline,
                 )
                 submitted = True
                 # A job cancelled before it ran never gives the reservation back itself.

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from opentelemetry import trace
+
 from app.errors import MemoryBusyError
 from app.memory.budget import MIB, SizedBudget
 from app.telemetry.metrics import Metrics
@@ -59,8 +61,9 @@ def body_budget_bytes(setting: int, *, limit: int | None, baseline: int | None) 
 class BodyMemory:
     """The request bodies' budget: `reserve` before a body is read, `release` once answered."""
 
-    def __init__(self, setting: int, metrics: Metrics) -> None:
+    def __init__(self, setting: int, metrics: Metrics, tracer: trace.Tracer | None = None) -> None:
         self.metrics = metrics
+        self.tracer = tracer or trace.NoOpTracer()
 
         def sizing(limit: int | None, baseline: int | None) -> tuple[int, str]:
             return body_budget_bytes(setting, limit=limit, baseline=baseline)
@@ -82,7 +85,13 @@ class BodyMemory:
         need = min(need, self.budget.capacity)
         if need <= 0:
             return 0
-        if await self.budget.acquire(need, deadline):
+        if self.budget.try_acquire(need):
+            return need
+        with self.tracer.start_as_current_span(
+            "wait for body memory", attributes={"memory.bytes": need}
+        ):
+            granted = await self.budget.acquire(need, deadline)
+        if granted:
             return need
         self.metrics.rejected.labels(reason="body_memory").inc()
         raise MemoryBusyError(

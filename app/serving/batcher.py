@@ -10,6 +10,10 @@ Admission (app/serving/admission.py) decides who may join, from the queue's dept
 expected wait this module estimates (`expected_wait_s`). The queue itself enforces deadlines
 (an image whose deadline passed while queued is dropped before the model runs) and draining
 (`stop_accepting`, `close`).
+
+Tracing: one batch serves many requests, each in its own trace. The batch's forward pass is a
+span of its own (a new trace) with a link to every request it served; each request learns the
+batch's span and times, and records its share (app/serving/pipeline.py).
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext
 
 from app.errors import DeadlineExceededError, InferenceError, NotReadyError
 from app.telemetry.metrics import Metrics
+from app.telemetry.spans import exemplar
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,11 @@ class BatchTiming:
     queue_s: float
     inference_s: float
     batch_size: int
+    # Wall-clock times of the forward pass (ns since the epoch, as spans take them) and its
+    # span: a request's own share of the batch is recorded with them.
+    started_ns: int = 0
+    ended_ns: int = 0
+    batch_span: SpanContext | None = None
 
 
 @dataclass
@@ -49,6 +62,7 @@ class _Pending:
     future: asyncio.Future[tuple[Array, BatchTiming]]
     enqueued: float
     deadline: float | None
+    trace_context: SpanContext | None = None  # the request's span, linked from the batch's
 
 
 @dataclass
@@ -77,9 +91,13 @@ class Batcher:
         max_delay_s: float,
         metrics: Metrics,
         model_label: str,
+        model_version: str = "",
+        tracer: trace.Tracer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._infer = infer
+        self._tracer = tracer or trace.NoOpTracer()
+        self._model_version = model_version
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self._metrics = metrics
@@ -166,7 +184,10 @@ class Batcher:
         future: asyncio.Future[tuple[Array, BatchTiming]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.put_nowait(_Pending(tensor, future, now, deadline))
+        here = trace.get_current_span().get_span_context()
+        self._queue.put_nowait(
+            _Pending(tensor, future, now, deadline, here if here.is_valid else None)
+        )
         self._metrics.queue_depth.set(self.depth)
         return await future
 
@@ -230,10 +251,23 @@ class Batcher:
             self._running_batch = len(batch)
             started = self._clock()
             self.stats.busy_since = started
+            # A new trace (Context(): no parent), linked to every request it serves.
+            span = self._tracer.start_span(
+                "inference batch",
+                context=Context(),
+                kind=trace.SpanKind.INTERNAL,
+                links=[Link(p.trace_context) for p in batch if p.trace_context is not None],
+                attributes={"batch.size": len(batch), "model.name": self._model_label,
+                            "model.version": self._model_version},
+            )  # fmt: skip
+            started_ns = time.time_ns()
             try:
                 tensors = [p.tensor for p in batch]
                 probs = await loop.run_in_executor(self._executor, self._infer_batch, tensors)
-            except Exception:  # a model fault: every request of the batch learns of it
+            except Exception as exc:  # a model fault: every request of the batch learns of it
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "inference failed"))
+                span.end()
                 log.exception("inference failed for a batch of %d", len(batch))
                 for pending in batch:
                     if not pending.future.done():
@@ -246,13 +280,19 @@ class Batcher:
                 self.stats.busy_since = None
                 self._idle.set()
             elapsed = self._clock() - started
+            ended_ns = time.time_ns()
+            span.end(end_time=ended_ns)
+            batch_span = span.get_span_context()
             self.stats.record(elapsed)
             self._metrics.batch_size.observe(len(batch))
-            self._metrics.inference_duration.labels(model=self._model_label).observe(elapsed)
+            with trace.use_span(span):  # the exemplar points at the batch's trace
+                self._metrics.inference_duration.labels(model=self._model_label).observe(
+                    elapsed, exemplar=exemplar()
+                )
             for row, pending in enumerate(batch):
                 queue_s = started - pending.enqueued
                 self._metrics.queue_wait.observe(queue_s)
                 if not pending.future.done():
-                    pending.future.set_result(
-                        (probs[row], BatchTiming(queue_s, elapsed, len(batch)))
-                    )
+                    timing = BatchTiming(queue_s, elapsed, len(batch), started_ns, ended_ns,
+                                         batch_span if batch_span.is_valid else None)  # fmt: skip
+                    pending.future.set_result((probs[row], timing))

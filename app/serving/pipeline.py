@@ -10,6 +10,10 @@ decode, queue and model; a miss is inferred once however many identical images a
 Every call carries the admission `Ticket` of its request (app/serving/admission.py): the deadline
 comes from it, and each image leaves it as it enters the batch queue. The pipeline runs on the
 engine the model host loaded (`start`); it knows nothing of HTTP or of the protocol that asked.
+
+Each stage is a span of the request's trace (app/telemetry/tracing.py): the cache lookup, the
+URL fetch, the decode (its thread runs in the request's context), the wait in the queue and the
+request's share of its batch's forward pass (linked to the batch's own span), and the top-k.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Literal, overload
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Link
 
 from app.cache.cache import PredictionCache
 from app.cache.entry import CachedScores
@@ -98,7 +104,9 @@ class RequestPipeline:
         model_name: str,
         max_batch_size: int,
         max_batch_delay_s: float,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self.tracer = tracer or trace.NoOpTracer()
         self.decoder = decoder
         self.cache = cache
         self.fetcher = fetcher
@@ -122,6 +130,7 @@ class RequestPipeline:
             max_delay_s=self.max_batch_delay_s,
             metrics=self.metrics,
             model_label=self.model_name,
+            tracer=self.tracer,
         )
         self._batcher.start()
         return self._batcher
@@ -149,7 +158,8 @@ class RequestPipeline:
         outcome = "ok"
         started = time.perf_counter()
         try:
-            fetched = await self.fetcher.fetch(url, room_for=room_for)
+            with self.tracer.start_as_current_span("fetch image", kind=trace.SpanKind.CLIENT):
+                fetched = await self.fetcher.fetch(url, room_for=room_for)
         except Exception as exc:
             outcome = getattr(exc, "code", "error")
             raise
@@ -162,7 +172,14 @@ class RequestPipeline:
     async def decode(self, data: bytes, ticket: Ticket) -> Preprocessed:
         engine, _ = self._running()
         self.metrics.image_bytes.observe(len(data))
-        result = await self.decoder.preprocess(data, engine.preprocessor, deadline=ticket.deadline)
+        with self.tracer.start_as_current_span("decode") as span:
+            span.set_attribute("image.bytes", len(data))
+            result = await self.decoder.preprocess(
+                data, engine.preprocessor, deadline=ticket.deadline
+            )
+            width, height = result.image_size
+            span.set_attributes({"image.format": result.image_format, "image.width": width,
+                                 "image.height": height})  # fmt: skip
         self.metrics.image_decode_duration.observe(result.decode_s)
         return result
 
@@ -170,10 +187,32 @@ class RequestPipeline:
         """One preprocessed image [3, S, S] through the batch queue and the model."""
         _, batcher = self._running()
         ticket.hand_off()
+        enqueued_ns = time.time_ns()
         probabilities, timing = await batcher.submit(tensor, deadline=ticket.deadline)
+        self._record_batch_share(enqueued_ns, timing)
         return Scored(probabilities, timing)
 
+    def _record_batch_share(self, enqueued_ns: int, timing: BatchTiming) -> None:
+        """The request's wait in the queue and its share of the batch's forward pass, as spans
+        of its own trace, after the fact (the batch ran on the model thread)."""
+        if not trace.get_current_span().is_recording():
+            return
+        queued = self.tracer.start_span("queue", start_time=enqueued_ns)
+        queued.end(end_time=max(enqueued_ns, timing.started_ns))
+        links = [Link(timing.batch_span)] if timing.batch_span is not None else []
+        share = self.tracer.start_span(
+            "inference",
+            start_time=timing.started_ns,
+            links=links,
+            attributes={"batch.size": timing.batch_size, "model.name": self.model_name},
+        )
+        share.end(end_time=timing.ended_ns)
+
     def top_k(self, probabilities: Array, k: int) -> list[ClassScore]:
+        with self.tracer.start_as_current_span("top_k", attributes={"top_k": k}):
+            return self._top_k(probabilities, k)
+
+    def _top_k(self, probabilities: Array, k: int) -> list[ClassScore]:
         engine, _ = self._running()
         k = min(k, probabilities.shape[0])
         # The k largest, highest first; among equal scores the lower class id first.
@@ -204,12 +243,15 @@ class RequestPipeline:
         if store is None or cache is CachePolicy.BYPASS:
             return await self._infer_bytes(data, ticket)
         started = time.perf_counter()
-        key = await store.key_for(data)
-        if cache is CachePolicy.USE:
-            hit = await store.lookup(key)
-            if hit is not None:
-                self.count(hit.entry.probabilities)
-                return self._from_cache(hit.entry, started)
+        with self.tracer.start_as_current_span("cache lookup") as span:
+            key = await store.key_for(data)
+            hit = await store.lookup(key) if cache is CachePolicy.USE else None
+            span.set_attributes({"cache.result": "hit" if hit else "miss",
+                                 "cache.tier": hit.tier if hit else "",
+                                 "cache.policy": cache.value})  # fmt: skip
+        if hit is not None:
+            self.count(hit.entry.probabilities)
+            return self._from_cache(hit.entry, started)
         lookup_s = time.perf_counter() - started
 
         async def infer_and_store() -> Scored:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from opentelemetry import trace
+
 from app.cache.cache import build_cache
 from app.cache.identity import ModelIdentity
 from app.images.decoder import ImageDecoder
@@ -24,17 +26,22 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, tracer: trace.Tracer | None = None
+    ) -> None:
+        """`tracer`: the app's (app/telemetry/tracing.py); none: no spans."""
         self.settings = settings
         self.metrics = metrics
+        tracer = tracer or trace.NoOpTracer()
         self.host = ModelHost(settings, metrics)
         self.decoder = ImageDecoder(
             workers=settings.decode_workers,
             max_pixels=settings.max_image_pixels,
             pixels_in_flight=settings.max_pixels_in_flight,
             metrics=metrics,
+            tracer=tracer,
         )
-        self.body_memory = BodyMemory(settings.max_body_bytes_in_flight, metrics)
+        self.body_memory = BodyMemory(settings.max_body_bytes_in_flight, metrics, tracer)
         fetcher = UrlFetcher(
             policy=AddressPolicy(
                 allow_private=settings.allow_private_urls,
@@ -61,6 +68,7 @@ class Service:
             model_name=settings.model_name,
             max_batch_size=settings.max_batch_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
+            tracer=tracer,
         )
         self.admission = Admission(
             self.host, max_queue_size=settings.max_queue_size, metrics=metrics

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.settings.config import LogFormat, LogLevel
+from app.telemetry.spans import current_ids
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(
@@ -36,6 +37,11 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if _is_extra(key):
                 payload[key] = value
+        # Written while serving a traced request (on the event loop or in a decode thread,
+        # which runs in the request's context): the line leads to its trace.
+        ids = current_ids()
+        if ids is not None:
+            payload["trace_id"], payload["span_id"] = ids
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str, ensure_ascii=False)

@@ -15,6 +15,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -222,6 +224,15 @@ class Metrics:
         )
         self._cache_redis_up: Gauge | None = None
 
+        # --- tracing (app/telemetry/tracing.py) ---------------------------------------------
+        self.spans_dropped = Counter(
+            "tracing_spans_dropped",
+            "Spans never sent to the collector: `queue_full` (the batch queue was full: the "
+            "collector is slow or down) or `export_failed` (an export was refused or timed out).",
+            ["reason"],
+            registry=r,
+        )
+
     def cache_redis_up(self) -> Gauge:
         """`prediction_cache_redis_up`, registered on first use: the series exists only where a
         Redis is configured, so the alert on it never fires where none is."""
@@ -234,5 +245,10 @@ class Metrics:
             )
         return self._cache_redis_up
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics (which carries the latency
+        histograms' exemplars: the trace of a request in a bucket) when the scraper asks for
+        it, as Prometheus does, else the classic text format."""
+        if accept and "application/openmetrics-text" in accept:
+            return openmetrics_latest(self.registry), OPENMETRICS_CONTENT_TYPE  # type: ignore[no-untyped-call]
+        return generate_latest(self.registry), CONTENT_TYPE

@@ -7,6 +7,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.calls.context import RequestContext, bind
 from app.calls.ids import accept_request_id
+from app.telemetry.spans import annotate
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -27,6 +28,7 @@ class RequestIdMiddleware:
         incoming = header(scope, b"x-request-id")
         request_id = accept_request_id(incoming)
         bind(scope, RequestContext(request_id=request_id))
+        annotate(**{"request.id": request_id})
         echoed = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:

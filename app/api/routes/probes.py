@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,7 +42,8 @@ async def ready(host: HostDep) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Exposition format."}},
 )
-async def metrics(settings: SettingsDep, registry: MetricsDep) -> Response:
+async def metrics(request: Request, settings: SettingsDep, registry: MetricsDep) -> Response:
     if settings.metrics_port:
         raise StarletteHTTPException(404, "metrics are served on SERVING_METRICS_PORT")
-    return Response(registry.render(), media_type=METRICS_CONTENT_TYPE)
+    body, content_type = registry.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)

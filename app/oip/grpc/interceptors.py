@@ -29,6 +29,7 @@ from app.calls.ids import accept_request_id
 from app.errors import CLIENT_CLOSED, CLIENT_CLOSED_CODE, NotReadyError, ServingError
 from app.oip.errors import describe
 from app.telemetry.metrics import Metrics
+from app.telemetry.spans import annotate, exemplar
 
 log = logging.getLogger("app.access")
 fault_log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class MetricsObserver:
         m = self.metrics
         m.requests_in_flight.dec()
         m.request_count.labels(method=METHOD_LABEL, route=route, status=str(status)).inc()
-        m.request_duration.labels(method=METHOD_LABEL, route=route).observe(seconds)
+        m.request_duration.labels(method=METHOD_LABEL, route=route).observe(
+            seconds, exemplar=exemplar()
+        )
         if error_code:
             m.request_errors.labels(code=error_code).inc()
 
@@ -121,6 +124,7 @@ class CallOutcome(_UnaryInterceptor):
     ) -> Any:
         started = time.perf_counter()
         rid = accept_request_id(metadata_value(context.invocation_metadata(), "x-request-id"))
+        annotate(**{"request.id": rid})
         status, error_code, grpc_status = 200, None, grpc.StatusCode.OK
         if self.observer is not None:
             self.observer.started(method)
@@ -134,6 +138,7 @@ class CallOutcome(_UnaryInterceptor):
                     fault_log.exception("gRPC %s failed", method, extra={"request_id": rid})
                 error = describe(exc)
                 status, error_code, grpc_status = error.http_status, error.code, error.grpc_status
+                annotate(**{"app.error.code": error.code})
                 trailing = (*error.grpc_trailing_metadata(), ("x-request-id", rid))
                 await context.abort(grpc_status, error.message, trailing_metadata=trailing)
                 raise  # abort raises; this line only tells the type checker

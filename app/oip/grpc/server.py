@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from opentelemetry.sdk.trace import TracerProvider
 
 from app.cache.policy import CachePolicy, from_cache_control
 from app.calls.deadlines import deadline_after
@@ -209,13 +210,27 @@ async def start_grpc_server(
     observer: CallObserver | None = None,
     body_memory: BodyMemory | None = None,
     host: str = "[::]",
+    tracer_provider: TracerProvider | None = None,
 ) -> OipGrpcServer:
-    """Start serving on `host:port` (0: a free port) in the running event loop."""
+    """Start serving on `host:port` (0: a free port) in the running event loop.
+    `tracer_provider`: trace every call (OpenTelemetry's gRPC server instrumentation, which
+    honours a `traceparent` in the metadata), outermost, so the call's span is current in every
+    interceptor inside it and in the call."""
     size = max_message_bytes(limits, model_provider().input_size)
     drain = Drain(OPEN_METHODS)
+    tracing: list[grpc.aio.ServerInterceptor] = []
+    if tracer_provider is not None:
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        tracing.append(aio_server_interceptor(tracer_provider=tracer_provider))  # type: ignore[no-untyped-call]
     server = grpc.aio.server(
         # Outermost first: the outcome sees every refusal of the ones inside it.
-        interceptors=[CallOutcome(observer, OPEN_METHODS), drain, ApiKey(api_keys, OPEN_METHODS)],
+        interceptors=[
+            *tracing,
+            CallOutcome(observer, OPEN_METHODS),
+            drain,
+            ApiKey(api_keys, OPEN_METHODS),
+        ],
         options=[
             ("grpc.max_receive_message_length", size),
             # Fail loudly when the port is taken instead of sharing it with another process.
