@@ -184,13 +184,15 @@ Admitted = Annotated[Call, Depends(_admitted, scope="function")]
 
 
 async def _image_input(request: Request, settings: SettingsDep, call: Admitted) -> inputs.ImageRef:
-    return await inputs.read_image(request, settings.max_upload_bytes)
+    with _service(request).tracer.start_as_current_span("read body"):
+        return await inputs.read_image(request, settings.max_upload_bytes)
 
 
 async def _uploads(request: Request, settings: SettingsDep, call: Admitted) -> list[UploadFile]:
     """The ticket grows to the number of files (admission for the rest of them, now that
     their count is known)."""
-    uploads = await inputs.read_uploads(request, settings.max_batch_files)
+    with _service(request).tracer.start_as_current_span("read body"):
+        uploads = await inputs.read_uploads(request, settings.max_batch_files)
     call.ticket.extend(len(uploads) - 1)
     return uploads
 

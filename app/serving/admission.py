@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from opentelemetry import trace
+
 from app.errors import OverloadedError
 from app.telemetry.metrics import Metrics
 
@@ -71,8 +73,10 @@ class Admission:
         *,
         max_queue_size: int,
         metrics: Metrics,
+        tracer: trace.Tracer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._readiness = readiness
         self.max_queue_size = max_queue_size
         self._metrics = metrics
@@ -85,7 +89,9 @@ class Admission:
         self._queue = queue
 
     def admit(self, deadline: float, images: int = 1) -> Ticket:
-        self.check(deadline, images)
+        # A refusal ends the span with its error (the request's 503 says which).
+        with self._tracer.start_as_current_span("admission", attributes={"images": images}):
+            self.check(deadline, images)
         self.held += images
         return Ticket(self, images, deadline)
 

@@ -258,7 +258,8 @@ class Batcher:
                 kind=trace.SpanKind.INTERNAL,
                 links=[Link(p.trace_context) for p in batch if p.trace_context is not None],
                 attributes={"batch.size": len(batch), "model.name": self._model_label,
-                            "model.version": self._model_version},
+                            **({"model.version": self._model_version}
+                               if self._model_version else {})},
             )  # fmt: skip
             started_ns = time.time_ns()
             try:

@@ -33,6 +33,7 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         tracer = tracer or trace.NoOpTracer()
+        self.tracer = tracer
         self.host = ModelHost(settings, metrics)
         self.decoder = ImageDecoder(
             workers=settings.decode_workers,
@@ -71,7 +72,7 @@ class Service:
             tracer=tracer,
         )
         self.admission = Admission(
-            self.host, max_queue_size=settings.max_queue_size, metrics=metrics
+            self.host, max_queue_size=settings.max_queue_size, metrics=metrics, tracer=tracer
         )
 
     async def start(self) -> None:

@@ -316,3 +316,74 @@ def test_tracing_is_off_unless_an_exporter_is_named() -> None:
         {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}
     )
     assert (config.enabled, config.protocol) == (True, "grpc")
+
+
+# --- the other routes and refusals ------------------------------------------------------------
+
+
+def test_a_url_request_traces_its_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    image = jpeg(20)
+
+    class Photo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "image/jpeg")
+            self.send_header("content-length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Photo)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    exporter = InMemorySpanExporter()
+    settings = make_settings(allow_private_urls=True)
+    app = create_app(settings, on_fatal=lambda exc: None, span_exporter=exporter)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            wait_ready(client)
+            url = f"http://127.0.0.1:{http.server_address[1]}/cat.jpg"
+            response = client.post(
+                "/predict", json={"url": url}, headers={"traceparent": TRACEPARENT}
+            )
+            assert response.status_code == 200, response.text
+            spans = trace_of(finished(client, exporter), int(TRACE_ID, 16))
+    finally:
+        http.shutdown()
+    names = {s.name for s in spans}
+    assert {"admission", "read body", "fetch image", *STAGES} <= names, names
+    fetch = next(s for s in spans if s.name == "fetch image")
+    assert fetch.kind is trace.SpanKind.CLIENT
+
+
+def test_an_admission_refusal_is_a_failed_admission_span(
+    traced: tuple[TestClient, InMemorySpanExporter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, exporter = traced
+    admission = client.app.state.service.admission  # type: ignore[attr-defined]
+    monkeypatch.setattr(admission, "max_queue_size", 0)  # every image is one too many
+    reset(client, exporter)
+    response = client.post("/predict", content=jpeg(21), headers=TRACED)
+    assert response.status_code == 503
+    spans = trace_of(finished(client, exporter), int(TRACE_ID, 16))
+    server = server_span(spans)
+    code = response.json()["error"]["code"]
+    assert dict(server.attributes or {})["app.error.code"] == code
+    [admitted] = [s for s in spans if s.name == "admission"]
+    assert admitted.status.status_code is trace.StatusCode.ERROR
+    assert not {"decode", "inference"} & {s.name for s in spans}
+
+
+def test_a_deadline_carries_its_code(traced: tuple[TestClient, InMemorySpanExporter]) -> None:
+    client, exporter = traced
+    reset(client, exporter)
+    response = client.post(
+        "/predict", content=jpeg(22), headers={**TRACED, "X-Request-Timeout": "0.000001"}
+    )
+    assert response.status_code in (503, 504), response.text
+    server = server_span(trace_of(finished(client, exporter), int(TRACE_ID, 16)))
+    assert dict(server.attributes or {})["app.error.code"] == response.json()["error"]["code"]
+    assert dict(server.attributes or {})["http.response.status_code"] == response.status_code
