@@ -9,11 +9,12 @@
 #
 # Every component is pinned (scripts/cluster/versions.sh) and built from the package registries
 # (Go module proxy, Debian, PyPI): Kubernetes from k8s.io/kubernetes, CoreDNS, the pause
-# container, prometheus-operator, Prometheus and metrics-server; containerd, dockerd and etcd
-# from Debian, and a Redis image (local/redis, Debian's redis-server) for the chart's
-# cache.redis. The project image is built from ./Dockerfile by the Docker engine and imported
-# into the node's containerd. `up` installs release `resnet-serving` into namespace `resnet`
-# (Pod Security Standard "restricted" enforced) with values-dev.yaml and
+# container, prometheus-operator, Prometheus, metrics-server and Jaeger v2 (in namespace
+# `observability`: the traces of the release's pods, values-dev.yaml `tracing`); containerd,
+# dockerd and etcd from Debian, and a Redis image (local/redis, Debian's redis-server) for the
+# chart's cache.redis. The project image is built from ./Dockerfile by the Docker engine and
+# imported into the node's containerd. `up` installs release `resnet-serving` into namespace
+# `resnet` (Pod Security Standard "restricted" enforced) with values-dev.yaml and
 # deploy/local-cluster/values-local.yaml, and returns once it is Ready; the kubeconfig is
 # .tools/cluster/kubeconfig. Idempotent: a second `up` only checks (and rolls the release when
 # the image changed). Needs root (containerd, the kubelet, iptables). Everything is logged to
@@ -37,6 +38,8 @@ source scripts/cluster/images.sh
 source scripts/cluster/node.sh
 # shellcheck source=scripts/cluster/monitoring.sh
 source scripts/cluster/monitoring.sh
+# shellcheck source=scripts/cluster/tracing.sh
+source scripts/cluster/tracing.sh
 
 RELEASE=resnet-serving
 NAMESPACE=resnet
@@ -97,11 +100,13 @@ cmd_up() {
   build_pause
   build_coredns
   monitoring_build
+  tracing_build
   engine_up
   base_images
   system_images
   redis_image
   monitoring_images
+  tracing_images
   local tag=""
   if [ "$release" = 1 ]; then
     # CLUSTER_IMAGE_TAG: reuse an image already built and loaded (local/resnet-serving:<tag>).
@@ -112,6 +117,7 @@ cmd_up() {
   node_up
   deploy_dns
   monitoring_deploy
+  tracing_deploy
   if [ "$release" = 1 ]; then
     install_release "$tag"
   fi
@@ -139,6 +145,7 @@ cmd_status() {
   if [ -f "$KUBECONFIG_FILE" ] && kubectl_ get --raw /readyz >/dev/null 2>&1; then
     printf '%-24s %s\n' "node $NODE_NAME" "$(node_ready && echo Ready || echo NotReady)"
     monitoring_status || rc=1
+    tracing_status || rc=1
     if helm --kubeconfig "$KUBECONFIG_FILE" status "$RELEASE" -n "$NAMESPACE" >/dev/null 2>&1; then
       printf '%-24s %s\n' "release $RELEASE" \
         "$(kubectl_ -n "$NAMESPACE" get deployment -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/component=server \

@@ -12,7 +12,8 @@ Queries on the app's series are scoped by the `job`, `namespace` and `pod` varia
 cluster series (cAdvisor, kube-state-metrics) restrict them to this job's pods by joining with
 `up{job=~"$job"}`; their titles are listed in CLUSTER_ONLY_PANELS (no such series outside a
 cluster). The panels on the prediction cache's Redis tier have data only where a Redis is
-configured (SERVING_CACHE_REDIS_URL); the real Prometheus test runs one.
+configured (SERVING_CACHE_REDIS_URL); the real Prometheus test runs one. The latency panels
+(histogram quantiles of `*_seconds`) show exemplars, the trace IDs of traced requests.
 """
 
 from __future__ import annotations
@@ -69,10 +70,16 @@ def query(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False)
 def quantiles(
     metric: str, by: str, qs: tuple[float, ...], legend: str, extra: str = ""
 ) -> list[Any]:
-    """histogram_quantile targets, one per quantile (legend gets `p50`, `p95`, ...)."""
+    """histogram_quantile targets, one per quantile (legend gets `p50`, `p95`, ...).
+
+    On a latency histogram (`*_seconds`) the first target also asks for exemplars: samples
+    that carry the trace ID of a traced request (values `tracing`; Prometheus must keep them:
+    `--enable-feature=exemplar-storage`), drawn as points a click away from the trace. One
+    target is enough: Prometheus returns the exemplars of the series a query selects, and every
+    quantile selects the same buckets, so more would draw each point again."""
     selector = f"{metric}_bucket{{{APP}{extra}}}"
     group = f"le, {by}" if by else "le"
-    return [
+    targets = [
         query(
             f"histogram_quantile({q}, sum by ({group}) (rate({selector}{RATE})))",
             f"p{round(q * 100)}{(' ' + legend) if legend else ''}",
@@ -80,6 +87,9 @@ def quantiles(
         )
         for i, q in enumerate(qs)
     ]
+    if metric.endswith("_seconds"):
+        targets[0] = targets[0].exemplar(True)
+    return targets
 
 
 class Layout:

@@ -19,6 +19,10 @@ PROMETHEUS_OPERATOR_VERSION=v0.93.1
 PROMETHEUS_MODULE_VERSION=v0.313.1
 PROMETHEUS_VERSION=v3.13.1
 METRICS_SERVER_VERSION=v0.8.0
+# Tracing: Jaeger v2 (github.com/jaegertracing/jaeger's cmd/jaeger, built on the OpenTelemetry
+# collector; the module keeps the v1 tags, the binary is Jaeger v2), OTLP in, memory
+# storage, the query API on 16686.
+JAEGER_VERSION=v1.75.0
 # Base image of the project's Dockerfile when no registry is reachable: Debian bookworm
 # (debootstrap from apt's own mirror) with Python 3.11 from Debian.
 LOCAL_DEBIAN_SUITE=bookworm

@@ -63,6 +63,27 @@ BAD_VALUES: dict[str, tuple[list[str], str]] = {
         ["kube-prometheus-stack.enabled=yes"],
         "/kube-prometheus-stack/enabled",
     ),
+    # tracing (the standard OTEL_* variables)
+    "sampler ratio above 1": (["tracing.samplerRatio=1.5"], "/tracing/samplerRatio"),
+    "negative sampler ratio": (["tracing.samplerRatio=-0.1"], "/tracing/samplerRatio"),
+    "sampler ratio as a percentage": (["tracing.samplerRatio=5%"], "/tracing/samplerRatio"),
+    "OTLP protocol other than grpc or http/protobuf": (
+        ["tracing.protocol=http/json"],
+        "/tracing/protocol",
+    ),
+    "sampler the SDK does not name": (["tracing.sampler=ratio"], "/tracing/sampler"),
+    "OTLP endpoint without a scheme": (
+        ["tracing.endpoint=jaeger-collector:4318"],
+        "/tracing/endpoint",
+    ),
+    "resource attribute value with a space": (
+        ["tracing.resourceAttributes.team=ml serving"],
+        "/tracing/resourceAttributes/team",
+    ),
+    "tracing typo": (
+        ["tracing.sampleRatio=0.1"],
+        "additional properties 'sampleRatio' not allowed",
+    ),
 }
 
 
@@ -101,6 +122,21 @@ def test_resources_take_numbers_and_strings(
     )
     proc = helm(*template_args(offline_chart, [values]), check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("ratio", ["0", "0.05", "1", "1.0", ".5"])
+def test_tracing_ratio_takes_numbers_and_decimal_strings(
+    helm: Helm, offline_chart: Path, tmp_path: Path, ratio: str
+) -> None:
+    # A number in a values file; a string from --set (which types only integers).
+    values = tmp_path / "v.yaml"
+    values.write_text(f"tracing:\n  samplerRatio: {ratio}\n")
+    for args in (
+        template_args(offline_chart, [values]),
+        template_args(offline_chart, [], [f"tracing.samplerRatio={ratio}"]),
+    ):
+        proc = helm(*args, check=False)
+        assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -144,3 +144,25 @@ def test_cache_row_reads_hit_ratios_and_redis_latency_as_the_metrics_define_them
     assert all("sum by (le, op)" in e for e in latency)
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows[-1] == "Prediction cache"
+
+
+def test_latency_panels_show_exemplars_once_and_other_panels_none() -> None:
+    """Every time series panel of a latency histogram (`*_seconds` buckets) asks for exemplars
+    (the trace IDs of traced requests) on exactly one target: every quantile selects the same
+    buckets, so one query returns them all. No other target asks (a stat panel cannot draw
+    them; the image-size histogram is not a latency)."""
+    dashboard = json.loads(OVERVIEW.read_text())
+    latency_panels = []
+    for panel in panels(dashboard):
+        targets = panel.get("targets", [])
+        asking = [t["refId"] for t in targets if t.get("exemplar")]
+        latency = panel["type"] == "timeseries" and any(
+            "histogram_quantile(" in t["expr"] and "_seconds_bucket{" in t["expr"] for t in targets
+        )
+        if latency:
+            latency_panels.append(panel["title"])
+            assert asking == ["A"], panel["title"]
+        else:
+            assert asking == [], panel["title"]
+    assert "Latency by route (p50, p95, p99)" in latency_panels
+    assert "Inference time per batch (p50, p95, p99)" in latency_panels

@@ -346,3 +346,60 @@ pods that read it agree.
 {{- index $ "redisPasswordOfThisRender" }}
 {{- end }}
 {{- end }}
+
+{{/*
+Tracing (values `tracing`) needs somewhere to send the spans: fail at render time, naming the
+value, instead of pods that export to the SDK's default (localhost) and lose every span.
+*/}}
+{{- define "resnet-serving.checkTracing" -}}
+{{- if and .Values.tracing.enabled (not .Values.tracing.endpoint) }}
+{{- fail "tracing.enabled needs tracing.endpoint: the OTLP receiver's base URL, e.g. http://jaeger-collector.observability:4318 (http/protobuf) or :4317 (grpc)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The standard OpenTelemetry variables of the server container when `tracing.enabled` (a list of
+EnvVar). The downward-API variables come before OTEL_RESOURCE_ATTRIBUTES, which refers to them
+with Kubernetes' $(VAR) expansion (only variables defined earlier in the list expand). The
+user's `resourceAttributes` come last: the same key there wins. OTEL_TRACES_SAMPLER_ARG only
+for the samplers that take a ratio.
+*/}}
+{{- define "resnet-serving.tracingEnv" -}}
+{{- $t := .Values.tracing -}}
+{{- $attributes := list "k8s.pod.name=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.node.name=$(K8S_NODE_NAME)" "k8s.pod.uid=$(K8S_POD_UID)" (printf "service.version=%s" .Chart.AppVersion) -}}
+{{- range $key, $value := $t.resourceAttributes }}
+{{- $attributes = append $attributes (printf "%s=%s" $key (include "resnet-serving.settingValue" $value)) }}
+{{- end -}}
+- name: OTEL_TRACES_EXPORTER
+  value: otlp
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.protocol | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $t.serviceName | default (include "resnet-serving.fullname" .) | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- if hasSuffix "traceidratio" $t.sampler }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ include "resnet-serving.settingValue" $t.samplerRatio | quote }}
+{{- end }}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: K8S_POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+{{- end }}
