@@ -281,6 +281,65 @@ def cache_goals(report: Row) -> str:
     return table(["goal", "aim", "measured", ""], rows)
 
 
+def tracing(report: Row) -> str:
+    """bench/tracing.py: tracing off, sampled and at 100%, one run, rounds alternated."""
+    m = report["machine"]
+    loads = [x for r in report["configs"] for x in r["load_1m"]]
+    head = (
+        f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpus_available']} CPUs, {isa(m)}), "
+        f"model {report['model']}, random weights, the prediction cache off; "
+        f"{report['clients']} clients, closed loop, the {report['request_bytes'] / 1000:.0f} KB "
+        f"JPEG; {report['seconds_per_round']:g} s per configuration per round after "
+        f"{report['warmup_s_per_round']:g} s of warm-up (not counted), rounds "
+        f"{' '.join(report['schedule'])}, a fresh server each, the first after "
+        f"{report['prime_s']:g} s of the same load on a server not measured. "
+        f"Command: `{command(report)}`. "
+        f"Load average (1 min) on the machine: {min(loads):g} to {max(loads):g}.\n\n"
+    )
+    sdk = report["sdk_cost_us_per_request"]
+    cost = (
+        f"\nIn process, on spans shaped as one request's ({sdk['spans_per_request']:g} spans, "
+        f"{sdk['bytes_per_request']:.0f} bytes of protobuf per request; `sdk_cost` in "
+        f"bench/tracing.py), CPU per request: recording {sdk['record_us']:.0f} µs at 100% and "
+        f"{sdk['record_us_sampled']:.0f} µs at {sdk['sampling_ratio']:.0%}, encoding "
+        f"{sdk['encode_us']:.0f} µs, the exporter's whole export (encoding and the POST) "
+        f"{sdk['export_us']:.0f} µs.\n"
+    )
+    table_ = columns_table(TRACING_COLUMNS, report["configs"])
+    return head + table_ + "\n" + tracing_goals(report) + cost
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def tracing_goals(report: Row) -> str:
+    g = report["goals"]
+    rows = []
+    names = {"sampled": f"{report['sampling_ratio']:.0%} sampled", "always": "100%"}
+    for config in ("sampled", "always"):
+        if config not in g:
+            continue
+        e = g[config]
+        off, this = e["off_round_spread"], e["round_spread"]
+        aims = (
+            (f">= {e['throughput_goal']:.0%}", e["throughput_met"], f"<= {e['p95_goal']:.0%}",
+             e["p95_met"])
+            if config == "sampled"
+            else ("(the cost: no goal)", None, "(the cost: no goal)", None)
+        )  # fmt: skip
+        for what, value, key, aim, met in (
+            ("throughput", e["throughput_vs_off"], "throughput", aims[0], aims[1]),
+            ("client p95", e["p95_vs_off"], "p95", aims[2], aims[3]),
+        ):
+            verdict = "" if met is None else "met" if met else "**not met**"
+            rows.append([f"{what} vs off, {names[config]}", aim, percent(value),
+                         f"{percent(off[key])} / {percent(this[key])}",
+                         verdict])  # fmt: skip
+    header = ["goal", "aim", "measured", "noise: spread between rounds, off / this", ""]
+    return table(header, rows)
+
+
 def pair(key: str, digits: int = 1) -> Callable[[Row], str]:
     """A row's p50 / p95 of one timing, or a dash where it has none."""
 
@@ -475,6 +534,24 @@ CACHE_COLUMNS: tuple[Column, ...] = (
     ("failed", "{failed}"),
 )  # fmt: skip
 
+TRACING_COLUMNS: tuple[Column, ...] = (
+    ("configuration", "{label}"),
+    ("req/s (rounds)", lambda r: f"{r['throughput_rps']:.1f} ("
+     + ", ".join(f"{x:.1f}" for x in r["round_rps"]) + ")"),
+    ("vs off", lambda r: percent(r["throughput_vs_off"])),
+    ("client p50 / p95, ms", "{p50_ms:.0f} / {p95_ms:.0f}"),
+    ("p50 / p95 vs off", lambda r: f"{percent(r['p50_vs_off'])} / {percent(r['p95_vs_off'])}"),
+    ("spans received per request", "{spans_per_request:.2f}"),
+    ("bytes exported per request", "{export_bytes_per_request:.0f}"),
+    ("spans dropped", "{spans_dropped}"),
+    ("CPU ms per request: server + client; receiver", lambda r: "{server:.1f} + {client:.1f}; "
+     "{receiver:.2f}".format(**r["cpu_ms_per_request"])),
+    ("other processes / steal, CPUs (rounds)", lambda r: ", ".join(
+        f"{o:.2f} / {st:.2f}" for o, st in zip(r["round_others_cpus"], r["round_steal_cpus"],
+                                                strict=True))),
+    ("failed", "{failed}"),
+)  # fmt: skip
+
 THREAD_VARIANTS = (
     "defaults (every CPU to torch, model threads niced by 10)",
     "model threads at HTTP's priority (`SERVING_MODEL_THREAD_NICENESS=0`)",
@@ -499,6 +576,7 @@ FILE_SECTIONS: dict[str, tuple[str, Callable[[Row], str]]] = {
     "batching": ("batching.json", sweep),
     "oip-compare": ("oip_compare.json", oip_compare),
     "cache": ("cache.json", cache),
+    "tracing": ("tracing.json", tracing),
 }
 
 # Sections with a row per result file, the same benchmark run several ways: ((file, the row's

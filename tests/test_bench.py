@@ -169,6 +169,37 @@ def test_cache_benchmark_hits_only_where_the_cache_is_on(tmp_path: Path) -> None
     assert set(report["goals"]) >= {"speedup_local", "hit_ms_local", "hit_ms_redis"}
 
 
+@pytest.mark.slow
+def test_tracing_benchmark_exports_spans_only_where_tracing_is_on(tmp_path: Path) -> None:
+    out = tmp_path / "tracing.json"
+    completed = run_module(
+        "bench.tracing", "--model", "resnet18", "--seconds", "3", "--warmup", "1", "--rounds",
+        "1", "--prime", "0", "--json", str(out), timeout_s=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {row["config"]: row for row in report["configs"]}
+    assert list(rows) == ["off", "sampled", "always"]
+    assert report["command"].startswith("python -m bench.tracing ")
+    assert report["machine"]["cpus_available"] >= 1
+    assert all(row["ok"] > 0 and row["failed"] == 0 for row in rows.values())
+    assert all(row["server_exit_codes"] == [0] for row in rows.values())
+    off, always = rows["off"], rows["always"]
+    assert off["settings"]["OTEL_TRACES_EXPORTER"] == "none"
+    assert off["spans_received"] == 0
+    assert always["spans_received"] > 0
+    assert always["spans_per_request"] >= 1  # every request traced, its server span at least
+    assert "POST /predict" in always["span_names"]
+    assert rows["sampled"]["settings"]["OTEL_TRACES_SAMPLER_ARG"] == "0.01"
+    assert off["throughput_vs_off"] == 1.0
+    assert set(report["goals"]) == {"sampled", "always"}
+    assert isinstance(report["goals"]["sampled"]["met"], bool)
+    sdk = report["sdk_cost_us_per_request"]
+    assert sdk["spans_per_request"] > 1
+    assert sdk["record_us"] > 0
+    assert sdk["export_us"] > 0
+
+
 def test_performance_doc_tables_are_the_recorded_results() -> None:
     from bench.report import DOC, rewrite
 
