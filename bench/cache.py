@@ -63,6 +63,7 @@ from app.settings.config import Settings
 from bench.lib.images import photo_variants
 from bench.lib.load import LoadResult, Sent, percentile, run_sequence, summarise
 from bench.lib.results import command_line, write_result
+from bench.lib.rounds import alternating
 from bench.lib.servers import group_cpu_s, process_cpu_s, serving_env
 from harness.process import ManagedProcess, app_process
 from harness.redis_server import RedisServer
@@ -397,7 +398,7 @@ def run(
     # More than any window sends: the repeat fraction holds until the set runs out.
     order = repeat_order(images, 100_000, repeat, seed)
     sizes = sorted(len(b) for b in bodies)
-    schedule = [c for r in range(rounds) for c in (configs if r % 2 == 0 else configs[::-1])]
+    schedule = alternating(configs, rounds)
     windows: dict[str, list[Window]] = {c: [] for c in configs}
     envs: dict[str, dict[str, str]] = {}
     with ExitStack() as stack:

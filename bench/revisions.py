@@ -32,6 +32,7 @@ from typing import Any
 from bench.lib.images import small_jpeg
 from bench.lib.load import run_load
 from bench.lib.results import command_line, write_result
+from bench.lib.rounds import alternating
 from bench.lib.servers import build_ir, serving_env, wait_until_idle
 from harness.process import ROOT, ManagedProcess, app_process
 
@@ -63,7 +64,7 @@ def checkout(revision: str, parent: Path) -> Iterator[tuple[Path, str]]:
 def round_order(rounds: int) -> list[int]:
     """A B B A A B B A ...: each revision as often first as second, so a trend over the run
     (a neighbour's load rising) does not favour one of them."""
-    return [i for n in range(rounds) for i in ((0, 1) if n % 2 == 0 else (1, 0))]
+    return alternating((0, 1), rounds)
 
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, float]:

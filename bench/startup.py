@@ -24,6 +24,7 @@ import httpx
 
 from bench.lib.images import small_jpeg
 from bench.lib.results import command_line, write_result
+from bench.lib.rounds import alternating
 from bench.lib.servers import build_ir, serving_env
 from harness.process import app_process, free_port
 
@@ -69,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build_ir(args.model, work / "ir")
-        for number in range(args.rounds):
-            # Alternate which goes first, so a trend in the machine's load favours neither.
-            for path in PATHS if number % 2 == 0 else PATHS[::-1]:
-                row = measure(path, args.model, work / "ir", work, args.requests)
-                rows[path].append(row)
-                print(f"{path}: {row}", flush=True)
+        # Alternating which goes first, so a trend in the machine's load favours neither.
+        for path in alternating(PATHS, args.rounds):
+            row = measure(path, args.model, work / "ir", work, args.requests)
+            rows[path].append(row)
+            print(f"{path}: {row}", flush=True)
 
     keys = ("ready_s", "idle_rss_mib", "rss_after_requests_mib")
     medians = {p: {k: statistics.median(r[k] for r in rows[p]) for k in keys} for p in PATHS}

@@ -9,7 +9,7 @@ cache off so that every request runs the model), configured by the standard vari
   OTEL_TRACES_SAMPLER_ARG=`--ratio` (0.01);
 - `always`: OTEL_TRACES_EXPORTER=otlp, OTEL_TRACES_SAMPLER=parentbased_always_on.
 The exporter sends OTLP/HTTP protobuf (the batch processor's defaults: OTEL_BSP_* unset) to
-bench/lib/otlp_receiver.py, started once in its own process, so its CPU shows apart: it decodes
+harness/otlp_receiver.py, started once in its own process, so its CPU shows apart: it decodes
 every export as a collector's first step does, counts the spans and answers 200. The clients
 send no traceparent: each request is a new trace, sampled by the root's ratio.
 
@@ -54,6 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.lib.images import small_jpeg
 from bench.lib.load import summarise
 from bench.lib.results import command_line, write_result
+from bench.lib.rounds import alternating
 from bench.lib.servers import process_cpu_s, serving_env
 from bench.oip_load import Window, closed_loop, http_senders
 from harness.process import ManagedProcess, app_process, free_port
@@ -468,13 +469,13 @@ def run(
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     body = small_jpeg()
-    schedule = [c for r in range(rounds) for c in (configs if r % 2 == 0 else configs[::-1])]
+    schedule = alternating(configs, rounds)
     measured: dict[str, list[Round]] = {c: [] for c in configs}
     envs: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
         port = free_port()
-        command = [sys.executable, "-m", "bench.lib.otlp_receiver", "--port", str(port)]
+        command = [sys.executable, "-m", "harness.otlp_receiver", "--port", str(port)]
         with ManagedProcess(command, env={}, log_path=log_dir / "receiver.log", port=port) as rx:
             rx.wait_ready(timeout_s=60)
             endpoint = rx.base_url

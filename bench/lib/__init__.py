@@ -9,6 +9,7 @@ machine.py          the machine a result was measured on
 results.py          where results go and how one is written (with its machine and command)
 memory.py           a process's peak resident memory over an interval
 timing.py           work timed in process (the median of repeated runs)
+rounds.py           the order of side-by-side rounds (A B B A ...)
 images.py           the benchmark inputs (real photographs, a 12 MP JPEG, many distinct variants)
 plot.py             a sweep as a picture
 """

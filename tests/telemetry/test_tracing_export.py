@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from PIL import Image
 
 from app.oip.grpc import grpc_predict_v2_pb2 as pb
+from harness.otlp_receiver import Receiver
 from harness.process import free_port
 from helpers.metrics import samples_of
 from helpers.process import ManagedProcess, app_process, run_app
@@ -43,44 +38,6 @@ BASE_ENV = {
 }
 
 
-class Receiver:
-    """An OTLP/HTTP trace receiver: POST /v1/traces, protobuf in, spans kept by trace id."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, str, dict[str, str]]] = []  # (trace id, name, resource)
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest.FromString(body)
-                with receiver.lock:
-                    for resource_spans in request.resource_spans:
-                        resource = {a.key: a.value.string_value
-                                    for a in resource_spans.resource.attributes}  # fmt: skip
-                        for scope in resource_spans.scope_spans:
-                            for span in scope.spans:
-                                receiver.spans.append((span.trace_id.hex(), span.name, resource))
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def names(self, trace_id: str) -> set[str]:
-        with self.lock:
-            return {name for tid, name, _ in self.spans if tid == trace_id}
-
-
 def jpeg() -> bytes:
     out = io.BytesIO()
     pixels = np.random.default_rng(7).integers(0, 256, (96, 128, 3), dtype=np.uint8)
@@ -90,9 +47,10 @@ def jpeg() -> bytes:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    yield receiver
-    receiver.server.shutdown()
+    """A real OTLP/HTTP receiver on loopback (harness/otlp_receiver.py: it decodes the
+    protocol's protobuf, as a collector does), keeping every span it gets."""
+    with Receiver(keep=True) as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +86,7 @@ def test_http_spans_reach_a_real_receiver_under_the_callers_trace(
     wanted = {"POST /predict", "cache lookup", "decode", "queue", "inference", "top_k"}
     assert wait_for(lambda: wanted <= receiver.names(TRACE_ID)), receiver.names(TRACE_ID)
     with receiver.lock:
-        resource = next(r for tid, _, r in receiver.spans if tid == TRACE_ID)
+        resource = next(s.resource for s in receiver.spans if s.trace_id == TRACE_ID)
     assert resource["service.name"] == "resnet-serving-test"
     assert resource["k8s.pod.name"] == "test-pod"
     # The request's access-log line carries its trace.

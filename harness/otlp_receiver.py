@@ -9,7 +9,7 @@ attributes are kept, for tests that look for particular spans.
 It runs in a thread of the caller (`Receiver(...).start()`) or as its own process, so that its
 CPU shows apart from the server's and the load generator's (bench/tracing.py):
 
-    python -m bench.lib.otlp_receiver --port 4318
+    python -m harness.otlp_receiver --port 4318
 """
 
 from __future__ import annotations
