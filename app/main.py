@@ -29,6 +29,7 @@ from app.oip.grpc.server import OipGrpcServer, start_grpc_server
 from app.oip.served_model import ServedModel
 from app.serving.service import Service
 from app.settings.config import Settings
+from app.shadow.comparison import build_shadow
 from app.telemetry.metrics import Metrics
 from app.telemetry.metrics_server import metrics_port
 from app.telemetry.tracing import Tracing, TracingConfig
@@ -47,7 +48,8 @@ Image classification with a pretrained torchvision model (ResNet-50 by default).
   SERVING_GRPC_PORT; its errors are `{"error": "..."}` as the protocol says.
 
 Every error is JSON `{"error": {"code", "message"}, "request_id"}` with a stable `code`
-(listed in docs/API.md). Every response carries `X-Request-ID`.
+(listed in docs/API.md). Every response carries `X-Request-ID`, and `X-Model-Version`: the
+version this process serves (SERVING_MODEL_VERSION).
 """
 
 
@@ -95,10 +97,12 @@ def create_app(
     the server (the orchestrator then sees a failed container, not a live pod that never gets
     ready); tests record it. `tracing`: from the OTEL_* variables (`python -m app` reads them);
     none: off. `span_exporter`: spans go there instead (tests: the SDK's in-memory one)."""
-    metrics = Metrics()
+    metrics = Metrics(model_version=settings.model_version)
     traces = Tracing(tracing or TracingConfig.off(), metrics, exporter=span_exporter)
     service = Service(settings, metrics, traces.tracer)
     served = ServedModel(service)
+    # SERVING_SHADOW_URL: copies of /predict's images to the other version (None: off).
+    shadow = build_shadow(settings, metrics)
     # Raw bytes, ready for constant-time comparison (HTTP and gRPC); Settings keeps them secret.
     api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
 
@@ -114,6 +118,9 @@ def create_app(
                 yield
             finally:
                 service.drain()
+                if shadow is not None:
+                    # Copies in flight are abandoned: they are samples, not answers.
+                    await shadow.close()
                 if not loader.done():
                     loader.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -139,12 +146,15 @@ def create_app(
     app.state.service = service
     app.state.tracing = traces
     app.state.api_keys = api_keys
+    app.state.shadow = shadow
     install_error_handlers(app)
     include_routes(app)
     app.include_router(oip.router(settings, served))
     if not settings.api_keys:
         document_auth_as_optional(app)
-    install_middleware(app, default_body_limit=single_image_limit(settings))
+    install_middleware(
+        app, default_body_limit=single_image_limit(settings), model_version=settings.model_version
+    )
     instrument(app, metrics)
     if traces.provider is not None:
         # OpenTelemetry's own ASGI middleware, outside all of ours: the server span (W3C

@@ -28,6 +28,7 @@ from app.serving.admission import Ticket
 from app.serving.pipeline import RequestPipeline
 from app.serving.service import Service
 from app.settings.config import Settings
+from app.shadow.comparison import Shadow
 from app.telemetry.metrics import Metrics
 
 # --- the app's parts ----------------------------------------------------------------------------
@@ -68,6 +69,11 @@ async def _cache(request: Request) -> PredictionCache:
     return _service(request).cache
 
 
+async def _shadow(request: Request) -> Shadow | None:
+    shadow: Shadow | None = request.app.state.shadow
+    return shadow
+
+
 async def _cache_policy(
     cache_control: Annotated[
         str | None,
@@ -88,6 +94,7 @@ MetricsDep = Annotated[Metrics, Depends(_metrics)]
 BodyMemoryDep = Annotated[BodyMemory, Depends(_body_memory)]
 CacheDep = Annotated[PredictionCache, Depends(_cache)]
 CachePolicyDep = Annotated[CachePolicy, Depends(_cache_policy)]
+ShadowDep = Annotated[Shadow | None, Depends(_shadow)]
 
 
 # --- the deadline -------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ class ImageOut(BaseModel):
 class PredictResponse(BaseModel):
     request_id: str
     model: str = Field(description="Architecture name, e.g. resnet50.")
+    model_version: str = Field(
+        description="The version that answered (SERVING_MODEL_VERSION), as the "
+        "`X-Model-Version` header says."
+    )
     weights: str = Field(description="Weights id, e.g. ResNet50_Weights.IMAGENET1K_V2.")
     predictions: list[ClassScoreOut] = Field(description="Top-k classes, highest score first.")
     image: ImageOut
@@ -98,11 +102,19 @@ class PredictResponse(BaseModel):
 
     @classmethod
     def of(
-        cls, prediction: Prediction, *, request_id: str, model: str, weights: str, started: float
+        cls,
+        prediction: Prediction,
+        *,
+        request_id: str,
+        model: str,
+        model_version: str,
+        weights: str,
+        started: float,
     ) -> Self:
         return cls(
             request_id=request_id,
             model=model,
+            model_version=model_version,
             weights=weights,
             predictions=ClassScoreOut.all_of(prediction),
             image=ImageOut.of(prediction),
@@ -116,6 +128,7 @@ class PredictResponse(BaseModel):
                 {
                     "request_id": "5f0c6c1e9a0f4a55b8a3c1d2e3f40516",
                     "model": "resnet50",
+                    "model_version": "v1",
                     "weights": "ResNet50_Weights.IMAGENET1K_V2",
                     "predictions": [
                         {"label": "tabby", "class_id": 281, "score": 0.61},
@@ -186,17 +199,30 @@ class BatchItemOut(BaseModel):
 class BatchResponse(BaseModel):
     request_id: str
     model: str
+    model_version: str = Field(
+        description="The version that answered (SERVING_MODEL_VERSION), as the "
+        "`X-Model-Version` header says."
+    )
     weights: str
     results: list[BatchItemOut] = Field(description="One entry per file, in request order.")
     succeeded: int
     failed: int
 
     @classmethod
-    def of(cls, results: list[BatchItemOut], *, request_id: str, model: str, weights: str) -> Self:
+    def of(
+        cls,
+        results: list[BatchItemOut],
+        *,
+        request_id: str,
+        model: str,
+        model_version: str,
+        weights: str,
+    ) -> Self:
         failed = sum(1 for r in results if r.error is not None)
         return cls(
             request_id=request_id,
             model=model,
+            model_version=model_version,
             weights=weights,
             results=results,
             succeeded=len(results) - failed,
@@ -258,6 +284,10 @@ class ReadyResponse(BaseModel):
 
 class ModelInfoResponse(BaseModel):
     model: str
+    model_version: str = Field(
+        description="The version this process serves (SERVING_MODEL_VERSION), as the "
+        "`X-Model-Version` header says."
+    )
     weights: str
     weights_source: str
     random_weights: bool
@@ -281,12 +311,27 @@ class ModelInfoResponse(BaseModel):
         "held_bytes, entries; null when off) and `redis` (url without credentials, up, ttl_s, "
         "timeout_ms; null when none)."
     )
+    shadow: dict[str, Any] | None = Field(
+        None,
+        description="The shadow comparison (SERVING_SHADOW_*), when on: `url` (the other "
+        "version's base URL, without credentials), `percent`, `concurrency`, `timeout_s`, "
+        "`in_flight` (copies being answered now) and `version` (the `X-Model-Version` its last "
+        "answer carried; null before one came); null when off.",
+    )
 
     @classmethod
-    def of(cls, card: ModelCard, cache: dict[str, Any]) -> Self:
+    def of(
+        cls,
+        card: ModelCard,
+        cache: dict[str, Any],
+        *,
+        model_version: str,
+        shadow: dict[str, Any] | None = None,
+    ) -> Self:
         pre = card.preprocessor
         return cls(
             model=card.model,
+            model_version=model_version,
             weights=card.weights,
             weights_source=card.weights_source,
             random_weights=card.random_weights,
@@ -303,6 +348,7 @@ class ModelInfoResponse(BaseModel):
             max_batch_size=card.max_batch_size,
             model_source=card.model_source,
             cache=cache,
+            shadow=shadow,
         )
 
 

@@ -91,7 +91,9 @@ def resolve(model: OipModel, name: str, version: str) -> str:
         return versions[-1]
     if version not in versions:
         raise ModelNotFoundError(
-            f"model {name!r} has no version {version!r}; it has {', '.join(versions)}"
+            f"model {name!r} has no version {version!r} here; this server serves "
+            f"{'version' if len(versions) == 1 else 'versions'} "
+            f"{', '.join(repr(v) for v in versions)}"
         )
     return version
 

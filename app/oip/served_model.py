@@ -17,9 +17,6 @@ from app.serving.batcher import Array
 from app.serving.pipeline import ImageSource
 from app.serving.service import Service
 
-# The model's version as the protocol names it: one version is served at a time.
-VERSION = "1"
-
 
 class ServedModel:
     def __init__(self, service: Service) -> None:
@@ -27,11 +24,13 @@ class ServedModel:
 
     @property
     def name(self) -> str:
-        return self._service.settings.model_name
+        settings = self._service.settings
+        return settings.oip_model_name or settings.model_name
 
     @property
     def versions(self) -> Sequence[str]:
-        return (VERSION,)
+        # One version per process: SERVING_MODEL_VERSION (an A/B test runs one per version).
+        return (self._service.settings.model_version,)
 
     @property
     def platform(self) -> str:

@@ -224,10 +224,12 @@ class RequestPipeline:
         ]
 
     def count(self, probabilities: Array) -> None:
-        """Prediction metrics for one classified image: the count and its top-1 class."""
+        """Prediction metrics for one classified image: the count, its top-1 class and the
+        top-1 class's probability."""
         engine, _ = self._running()
         top1 = int(np.argmax(probabilities))
         self.metrics.prediction_count.labels(model=self.model_name).inc()
+        self.metrics.top1_score.observe(float(probabilities[top1]))
         self.metrics.predicted_class.labels(
             model=self.model_name, class_name=engine.labels[top1]
         ).inc()
@@ -329,9 +331,11 @@ class RequestPipeline:
 
     async def classify_url(
         self, url: str, ticket: Ticket, *, top_k: int, cache: CachePolicy = CachePolicy.USE
-    ) -> Prediction:
-        """A downloaded image holds memory as an uploaded one does: its bytes are reserved in
-        the body budget (declared length, or the cap) before they are read, until answered."""
+    ) -> tuple[Prediction, bytes]:
+        """The prediction and the downloaded bytes (what a shadow copy sends: never fetched
+        twice). A downloaded image holds memory as an uploaded one does: its bytes are reserved
+        in the body budget (declared length, or the cap) before they are read, until
+        answered."""
         held = 0
 
         async def room_for(size: int) -> None:
@@ -341,9 +345,10 @@ class RequestPipeline:
 
         try:
             data, seconds = await self.fetch(url, room_for)
-            return await self.classify_bytes(
+            prediction = await self.classify_bytes(
                 data, ticket, top_k=top_k, fetch_s=seconds, cache=cache
             )
+            return prediction, data
         finally:
             self.body_memory.release(held)
 

@@ -12,9 +12,13 @@ from pydantic import SecretStr
 
 from app.cache.redis_url import parse_redis_url
 from app.model.options import BackendChoice, DeviceChoice, Precision
+from app.shadow.policy import parse_target
 
 # A torchvision model's name, as far as can be told without torchvision.
 MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# SERVING_MODEL_VERSION: a label that travels in a header, a metric label and the protocol's
+# version path segment, so it stays short and plain.
+MODEL_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 
 
 def split_commas(value: object) -> object:
@@ -49,6 +53,21 @@ def api_keys(value: list[SecretStr]) -> list[SecretStr]:
                 "(HTTP headers cannot carry it reliably)"
             )
     return value
+
+
+def model_version(value: str) -> str:
+    label = value.strip()
+    if not MODEL_VERSION.fullmatch(label):
+        raise ValueError(
+            "must be 1-32 characters: letters, digits, '.', '_' or '-', starting with a letter "
+            "or a digit (e.g. v1, 2024-06-01, canary)"
+        )
+    return label
+
+
+def shadow_url(value: str) -> str:
+    """SERVING_SHADOW_URL: empty (off) or the other version's base URL (app/shadow/policy.py)."""
+    return parse_target(value) if value.strip() else ""
 
 
 def redis_url(value: str) -> None:

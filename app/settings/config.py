@@ -7,6 +7,7 @@ README's settings table and of the Helm chart's ConfigMap (a test keeps the thre
 
 from __future__ import annotations
 
+import re
 from enum import Enum, StrEnum
 from typing import Annotated
 
@@ -62,6 +63,23 @@ class Settings(BaseSettings):
     model_name: str = Field(
         "resnet50",
         description="torchvision classification architecture: resnet18/34/50/101/152, ...",
+    )
+    model_version: str = Field(
+        "v1",
+        description=(
+            "Label of the version this process serves (1-32 characters: letters, digits, `.`, "
+            "`_`, `-`): in every answer (`model_version`, the `X-Model-Version` header, gRPC "
+            "metadata `x-model-version`), the Open Inference Protocol's model version, and a "
+            "`model_version` label on every metric. Stable and canary of an A/B test differ here."
+        ),
+    )
+    oip_model_name: str = Field(
+        "",
+        description=(
+            "Name the Open Inference Protocol serves the model under (`/v2/models/<name>`, "
+            "gRPC `model_name`); empty = SERVING_MODEL_NAME. The chart gives an A/B canary the "
+            "stable's, so that a client naming the model reaches either version."
+        ),
     )
     model_weights: str = Field(
         "DEFAULT",
@@ -305,6 +323,39 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- shadow comparison (app/shadow/) ----------------------------------------------------
+    shadow_url: str = Field(
+        "",
+        description=(
+            "Base URL of the other model version's HTTP port (e.g. "
+            "`http://rel-resnet-serving-canary:8000`): a sample of the images answered on "
+            "/predict is sent there in the background (`X-Shadow: 1`) and the two top-1 classes "
+            "are compared (`shadow_comparisons_total`); the answer is never delayed or changed. "
+            "Empty = off."
+        ),
+    )
+    shadow_percent: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Percentage of /predict answers copied to SERVING_SHADOW_URL (0-100).",
+    )
+    shadow_concurrency: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description=(
+            "Most shadow copies in flight; a sampled copy beyond them is not sent (counted "
+            "`dropped`). Each holds its image's bytes until its call ends."
+        ),
+    )
+    shadow_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Longest a shadow call may take, connect to last byte (then `error`).",
+    )
+
     @field_validator("url_allowed_networks", "api_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -328,6 +379,11 @@ class Settings(BaseSettings):
         checks.engine_choices(self.backend, self.device, self.precision, self.compile)
         checks.built_model(self.model_dir, self.backend, self.device, self.compile)
         return self
+
+    @field_validator("shadow_url")
+    @classmethod
+    def _check_shadow_url(cls, value: str) -> str:
+        return checks.shadow_url(value)
 
     @field_validator("cache_redis_url")
     @classmethod
@@ -361,6 +417,22 @@ class Settings(BaseSettings):
                 f"try one of {', '.join(DOCUMENTED_MODELS)}"
             )
         return name
+
+    @field_validator("oip_model_name")
+    @classmethod
+    def _check_oip_model_name(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+            raise ValueError(
+                "a model name is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit (it is a path segment of /v2/models/<name>)"
+            )
+        return value
+
+    @field_validator("model_version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        return checks.model_version(value)
 
     @field_validator("model_weights")
     @classmethod

@@ -4,9 +4,17 @@ A registry per app (not the global default) keeps several apps in one test proce
 Names follow Prometheus conventions: base units, `_total` counters, histograms for durations,
 bounded label values (routes are templates, classes are the model's fixed label set).
 Names are public: dashboards and alerts in the chart depend on them.
+
+Every sample the registry exposes carries `model_version="<SERVING_MODEL_VERSION>"`: one value
+per process, added when the registry is collected (`ConstantLabelRegistry`), so no metric
+declares it and no call site passes it; both exposition formats and the histograms' exemplars
+are unchanged by it. An A/B test's dashboards split stable and canary by it.
 """
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,10 +23,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import RestrictedRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,13 +45,59 @@ BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 REDIS_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
 )  # fmt: skip
+# The top-1 probability of an answer: how sure the model was (an A/B test compares the two
+# versions' distributions; a drift towards low scores is a model that no longer fits its inputs).
+TOP1_SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# Shadow calls to the other version (app/shadow/): a whole /predict of another process.
+SHADOW_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# SERVING_MODEL_VERSION's default (app/settings/config.py), for a Metrics built without one.
+DEFAULT_MODEL_VERSION = "v1"
+
+
+def with_labels(families: Iterable[Metric], labels: Mapping[str, str]) -> Iterator[Metric]:
+    """Each family again, every sample with `labels` added (exemplars and timestamps kept)."""
+    for family in families:
+        labelled = copy.copy(family)
+        labelled.samples = [
+            sample._replace(labels={**sample.labels, **labels}) for sample in family.samples
+        ]
+        yield labelled
+
+
+class ConstantLabelRegistry(CollectorRegistry):
+    """A registry whose every sample carries the same `labels` (bounded: one value each), added
+    at collection; `restricted_registry` (the `name[]` filter of prometheus_client's own HTTP
+    server, SERVING_METRICS_PORT) adds them too."""
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        super().__init__(auto_describe=True)
+        self.constant_labels = dict(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from with_labels(super().collect(), self.constant_labels)
+
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
+        return _LabelledRestrictedRegistry(names, self)
+
+
+class _LabelledRestrictedRegistry(RestrictedRegistry):
+    def __init__(self, names: Iterable[str], registry: ConstantLabelRegistry) -> None:
+        super().__init__(names, registry)
+        self.constant_labels = registry.constant_labels
+
+    def collect(self) -> Iterator[Metric]:
+        yield from with_labels(super().collect(), self.constant_labels)
 
 
 class Metrics:
-    """Every metric the service exports. One instance per app."""
+    """Every metric the service exports. One instance per app. `model_version`: the label
+    every sample carries (SERVING_MODEL_VERSION)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+    def __init__(self, *, model_version: str = DEFAULT_MODEL_VERSION) -> None:
+        self.model_version = model_version
+        self.registry: CollectorRegistry = ConstantLabelRegistry({"model_version": model_version})
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -83,6 +139,12 @@ class Metrics:
             "predicted_class",
             "Top-1 predicted class per image (bounded by the model's class count).",
             ["model", "class_name"],
+            registry=r,
+        )
+        self.top1_score = Histogram(
+            "prediction_top1_score",
+            "Top-1 probability of each image answered (cache hits included).",
+            buckets=TOP1_SCORE_BUCKETS,
             registry=r,
         )
         self.inference_duration = Histogram(
@@ -223,6 +285,7 @@ class Metrics:
             registry=r,
         )
         self._cache_redis_up: Gauge | None = None
+        self._shadow: ShadowMetrics | None = None
 
         # --- tracing (app/telemetry/tracing.py) ---------------------------------------------
         self.spans_dropped = Counter(
@@ -245,6 +308,20 @@ class Metrics:
             )
         return self._cache_redis_up
 
+    def shadow(self) -> ShadowMetrics:
+        """The shadow comparison's metrics (app/shadow/), registered on first use: they exist
+        only where SERVING_SHADOW_URL is set, so a dashboard panel on them stays empty
+        elsewhere instead of showing zeros."""
+        if self._shadow is None:
+            self._shadow = ShadowMetrics(self.registry)
+        return self._shadow
+
+    def sample_value(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+        """A sample's value as exposed (this process's `model_version` label added to
+        `labels`), or None: prometheus_client's `get_sample_value`, for tests and checks."""
+        full = {**(labels or {}), "model_version": self.model_version}
+        return self.registry.get_sample_value(name, full)
+
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics (which carries the latency
         histograms' exemplars: the trace of a request in a bucket) when the scraper asks for
@@ -252,3 +329,34 @@ class Metrics:
         if accept and "application/openmetrics-text" in accept:
             return openmetrics_latest(self.registry), OPENMETRICS_CONTENT_TYPE  # type: ignore[no-untyped-call]
         return generate_latest(self.registry), CONTENT_TYPE
+
+
+class ShadowMetrics:
+    """`shadow_comparisons_total{result}` and `shadow_duration_seconds`, of the process that
+    shadows (its `model_version` is the label every sample carries).
+
+    No label names the other side's version: the shadow target is one fixed URL per process
+    (SERVING_SHADOW_URL), which version answers there is what the deployment says (and
+    /model shows the last `X-Model-Version` it sent), and a label taken from its answers
+    would keep a stale value or grow with every canary rolled out behind that URL."""
+
+    RESULTS = ("agree", "disagree", "error", "dropped")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.comparisons = Counter(
+            "shadow_comparisons",
+            "Shadow copies of /predict images sent to the other model version, by result: "
+            "`agree` / `disagree` (the two top-1 classes are equal / differ), `error` (the "
+            "copy failed, timed out or its answer was not a prediction), `dropped` "
+            "(SERVING_SHADOW_CONCURRENCY copies were already in flight; not sent).",
+            ["result"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "shadow_duration_seconds",
+            "Time of each shadow call to the other version, failed ones included.",
+            buckets=SHADOW_BUCKETS,
+            registry=registry,
+        )
+        for result in self.RESULTS:  # every series from the start: rates, not absent series
+            self.comparisons.labels(result=result)

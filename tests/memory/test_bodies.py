@@ -38,6 +38,7 @@ from app.memory.bodies import (
 )
 from app.telemetry.metrics import Metrics
 from harness.big_images import padded_png
+from helpers.metrics import samples_of
 from helpers.process import ManagedProcess, app_process, free_port
 
 MIB = 1 << 20
@@ -97,16 +98,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]
         yield proc
 
 
-def metric(server: ManagedProcess, line_start: str) -> float:
+def metric(server: ManagedProcess, key: str) -> float:
+    """A sample by helpers.metrics' key ('name{labels}'); 0 when absent."""
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return samples_of(text).get(key, 0.0)
 
 
 def in_flight(server: ManagedProcess) -> float:
-    return metric(server, "body_memory_in_flight_bytes")
+    return metric(server, "body_memory_in_flight_bytes{}")
 
 
 def rejected(server: ManagedProcess) -> float:
@@ -274,7 +273,7 @@ def test_every_reservation_is_given_back(server: ManagedProcess) -> None:
     each abandoned upload is a 499 `client_closed_request` in the log and the metrics, not a
     500 with a traceback (the 5xx alerts would fire on clients that hang up)."""
     assert in_flight(server) == 0
-    assert metric(server, "body_memory_budget_bytes") == BUDGET
+    assert metric(server, "body_memory_budget_bytes{}") == BUDGET
     lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     statuses = [line["status"] for line in lines if line.get("message") == "request"]
     assert 500 not in statuses

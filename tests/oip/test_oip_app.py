@@ -1,14 +1,17 @@
 """The Open Inference Protocol on the real app: a `python -m app` process (resnet18, random
-weights, API keys on), driven by clients this project did not write (tritonclient over HTTP and
-gRPC). The protocol layer's own tests (tests/oip/test_oip_rest.py, test_oip_grpc.py) use a numpy
-model; here the answers come from the real pipeline and must agree with /predict's."""
+weights, API keys on, SERVING_MODEL_VERSION set), driven by clients this project did not write
+(tritonclient over HTTP and gRPC). The protocol layer's own tests (tests/oip/test_oip_rest.py,
+test_oip_grpc.py) use a numpy model; here the answers come from the real pipeline and must agree
+with /predict's."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -16,11 +19,13 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from app.oip.grpc import grpc_predict_v2_pb2 as pb
 from harness.process import ManagedProcess, app_process, free_port
 from helpers.images import photo_bytes
 
 MODEL = "resnet18"
 KEY = "oip-test-key-0123456789"
+VERSION = "2024.06-b"
 PHOTOS = ("grace_hopper", "chelsea", "coffee")
 
 pytestmark = pytest.mark.slow
@@ -35,6 +40,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ManagedProce
         "SERVING_NUM_THREADS": "2",
         "SERVING_API_KEYS": KEY,
         "SERVING_GRPC_PORT": str(grpc_port),
+        "SERVING_MODEL_VERSION": VERSION,
     }
     log = tmp_path_factory.mktemp("oip-app") / "server.log"
     with app_process(env, log_path=log) as server:
@@ -150,6 +156,65 @@ def test_errors_as_the_protocol_says(app: tuple[ManagedProcess, int]) -> None:
     with pytest.raises(InferenceServerException) as unknown:
         grpc_client(app).get_model_metadata("resnet999", headers=auth)
     assert unknown.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_the_version_served_is_the_setting_over_both_transports(
+    app: tuple[ManagedProcess, int],
+) -> None:
+    auth = {"x-api-key": KEY}
+    for client in (http_client(app), grpc_client(app)):
+        meta = client.get_model_metadata(MODEL, headers=auth)
+        versions = meta["versions"] if isinstance(meta, dict) else list(meta.versions)
+        assert versions == [VERSION]
+        assert client.is_model_ready(MODEL, VERSION)
+        module = httpclient if isinstance(client, httpclient.InferenceServerClient) else grpcclient
+        result = client.infer(
+            MODEL, [images(module, ("chelsea",))], model_version=VERSION, headers=dict(auth)
+        )
+        response = result.get_response()
+        answered = (
+            response["model_version"] if isinstance(response, dict) else (response.model_version)
+        )
+        assert answered == VERSION
+        with pytest.raises(InferenceServerException) as other:
+            client.infer(
+                MODEL, [images(module, ("chelsea",))], model_version="v1", headers=dict(auth)
+            )
+        assert str(other.value.status()) in ("404", "StatusCode.NOT_FOUND")
+        assert VERSION in str(other.value.message())
+
+
+def test_grpc_answers_carry_x_model_version(app: tuple[ManagedProcess, int]) -> None:
+    """The initial metadata of every call, errors included: a router test sees which version
+    answered without parsing the message."""
+    with grpc.insecure_channel(f"127.0.0.1:{app[1]}") as channel:
+        metadata = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelMetadata",
+            request_serializer=pb.ModelMetadataRequest.SerializeToString,
+            response_deserializer=pb.ModelMetadataResponse.FromString,
+        )
+        answer, call = metadata.with_call(
+            pb.ModelMetadataRequest(name=MODEL), metadata=(("x-api-key", KEY),)
+        )
+        assert list(answer.versions) == [VERSION]
+        assert ("x-model-version", VERSION) in tuple(call.initial_metadata())
+        for request, key in (
+            (pb.ModelMetadataRequest(name=MODEL, version="v1"), (("x-api-key", KEY),)),
+            (pb.ModelMetadataRequest(name=MODEL), ()),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                metadata(request, metadata=key)
+            error: Any = caught.value
+            assert error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED)
+            assert ("x-model-version", VERSION) in tuple(error.initial_metadata())
+
+
+def test_http_answers_carry_x_model_version(app: tuple[ManagedProcess, int]) -> None:
+    server, _ = app
+    with httpx.Client(base_url=server.base_url, timeout=60) as c:
+        for path in ("/health", "/v2/health/ready", f"/v2/models/{MODEL}/infer", "/nowhere"):
+            response = c.get(path) if "infer" not in path else c.post(path, json={})
+            assert response.headers["x-model-version"] == VERSION, path
 
 
 def test_protocol_calls_are_counted_by_route(app: tuple[ManagedProcess, int]) -> None:

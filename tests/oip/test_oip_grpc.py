@@ -207,6 +207,75 @@ def test_refusals_are_unavailable_with_retry_after(start: Start, model: FakeMode
             assert trailing["x-request-id"] == "rid-1"
 
 
+# --- the model's version -------------------------------------------------------------------------
+
+SERVICE = "/inference.GRPCInferenceService"
+RPCS: dict[str, tuple[Any, Any]] = {
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+}
+
+
+def raw_call(channel: grpc.Channel, rpc: str) -> Any:
+    request_type, response_type = RPCS[rpc]
+    return channel.unary_unary(
+        f"{SERVICE}/{rpc}",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+
+
+def infer_request(version: str) -> Any:
+    request = pb.ModelInferRequest(model_name="fake", model_version=version)
+    request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    data = image_file(0)
+    request.raw_input_contents.append(len(data).to_bytes(4, "little") + data)
+    return request
+
+
+def test_every_answer_names_the_version_in_its_initial_metadata(start: Start) -> None:
+    """The latest version served (the fake serves "1" and "2"), on successes and errors."""
+    server = start(api_keys=[b"s3cret-key"])
+    key = (("x-api-key", "s3cret-key"),)
+    with grpc.insecure_channel(server.target) as channel:
+        answer, call = raw_call(channel, "ModelInfer").with_call(infer_request(""), metadata=key)
+        assert answer.model_version == "2"
+        assert ("x-model-version", "2") in tuple(call.initial_metadata())
+        _, call = raw_call(channel, "ServerLive").with_call(pb.ServerLiveRequest())
+        assert ("x-model-version", "2") in tuple(call.initial_metadata())
+        for metadata in ((), key):  # UNAUTHENTICATED, then NOT_FOUND
+            with pytest.raises(grpc.RpcError) as caught:
+                raw_call(channel, "ModelInfer")(infer_request("7"), metadata=metadata)
+            error: Any = caught.value
+            assert error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND)
+            assert ("x-model-version", "2") in tuple(error.initial_metadata())
+
+
+def test_a_version_that_is_not_served_is_not_found(start: Start) -> None:
+    server = start()
+    requests = {
+        "ModelInfer": infer_request("3"),
+        "ModelMetadata": pb.ModelMetadataRequest(name="fake", version="3"),
+        "ModelReady": pb.ModelReadyRequest(name="fake", version="3"),
+    }
+    with grpc.insecure_channel(server.target) as channel:
+        for rpc, request in requests.items():
+            with pytest.raises(grpc.RpcError) as caught:
+                raw_call(channel, rpc)(request)
+            error: Any = caught.value
+            assert error.code() == grpc.StatusCode.NOT_FOUND, rpc
+            assert "'3'" in error.details(), error.details()  # the version asked for
+            assert "'2'" in error.details(), error.details()  # the one served
+            assert dict(error.trailing_metadata())["error-code"] == "model_not_found"
+        # A version served, named or not, answers.
+        assert raw_call(channel, "ModelInfer")(infer_request("1")).model_version == "1"
+        assert raw_call(channel, "ModelInfer")(infer_request("")).model_version == "2"
+        meta = raw_call(channel, "ModelMetadata")(pb.ModelMetadataRequest(name="fake", version="1"))
+        assert list(meta.versions) == ["1", "2"]
+
+
 # --- API keys ---------------------------------------------------------------------------------
 
 
@@ -268,7 +337,7 @@ def test_deadline_exceeded(start: Start, model: FakeModel) -> None:
         assert status_of(lambda: client.infer("fake", inputs, client_timeout=60)) == (
             "StatusCode.DEADLINE_EXCEEDED"
         )
-    count = metrics.registry.get_sample_value(
+    count = metrics.sample_value(
         "request_count_total", {"method": "GRPC", "route": INFER, "status": "504"}
     )
     assert count is not None
@@ -335,15 +404,15 @@ def test_metrics_count_calls_by_route_and_status(start: Start) -> None:
 
     def count(route: str, status: str) -> float | None:
         labels = {"method": "GRPC", "route": route, "status": status}
-        return metrics.registry.get_sample_value("request_count_total", labels)
+        return metrics.sample_value("request_count_total", labels)
 
     assert count(INFER, "200") == 1
     assert count(INFER, "400") == 1
     assert count("/inference.GRPCInferenceService/ServerLive", "200") == 1
-    errors = metrics.registry.get_sample_value("request_errors_total", {"code": "invalid_image"})
+    errors = metrics.sample_value("request_errors_total", {"code": "invalid_image"})
     assert errors == 1
-    assert metrics.registry.get_sample_value("requests_in_flight") == 0
-    duration = metrics.registry.get_sample_value(
+    assert metrics.sample_value("requests_in_flight") == 0
+    duration = metrics.sample_value(
         "request_duration_seconds_count", {"method": "GRPC", "route": INFER}
     )
     assert duration == 2

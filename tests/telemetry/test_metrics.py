@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 
+from app.telemetry.metrics import TOP1_SCORE_BUCKETS, Metrics
+from conftest import FAST_MODEL
 from helpers.images import photo_bytes
-from helpers.metrics import scrape, value
+from helpers.metrics import scrape, value, versions_of
 
 REQUIRED = {
     "request_count_total": "counter",
@@ -22,6 +29,7 @@ REQUIRED = {
     "batch_size": "histogram",
     "queue_wait_seconds": "histogram",
     "queue_depth": "gauge",
+    "prediction_top1_score": "histogram",
 }
 
 
@@ -87,3 +95,78 @@ def test_unknown_paths_share_one_route_label(client: TestClient) -> None:
     routes = {k for k in scrape(client) if k.startswith("request_count_total{")}
     assert not any("/scan/" in k for k in routes)
     assert any('route="unmatched"' in k for k in routes)
+
+
+# --- the model_version label -------------------------------------------------------------------
+
+
+def test_every_sample_carries_the_model_version_in_the_text_format(client: TestClient) -> None:
+    client.post("/predict", files={"file": ("a.jpg", photo_bytes("grace_hopper"))})
+    text = client.get("/metrics").text
+    assert versions_of(text) == {"v1"}  # SERVING_MODEL_VERSION's default
+    assert '\nmodel_ready{model_version="v1"} 1.0\n' in text
+    assert scrape(client, model_version="v1")  # the helper's own check, with the value
+
+
+def test_every_sample_carries_the_model_version_in_openmetrics(client: TestClient) -> None:
+    client.post("/predict", files={"file": ("a.jpg", photo_bytes("grace_hopper"))})
+    response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    families = openmetrics_families(response.text)  # type: ignore[no-untyped-call]
+    samples = [s for f in families for s in f.samples]
+    assert samples
+    assert {s.labels.get("model_version") for s in samples} == {"v1"}
+    assert any(s.name == "request_duration_seconds_bucket" for s in samples)
+
+
+def test_the_label_is_added_once_for_every_family_and_every_filter() -> None:
+    metrics = Metrics(model_version="b-2")
+    metrics.request_count.labels(method="GET", route="/health", status="200").inc()
+    assert (
+        metrics.sample_value(
+            "request_count_total", {"method": "GET", "route": "/health", "status": "200"}
+        )
+        == 1.0
+    )
+    families = list(metrics.registry.collect())
+    assert {s.labels["model_version"] for f in families for s in f.samples} == {"b-2"}
+    # prometheus_client's own server (SERVING_METRICS_PORT) filters with ?name[]=...
+    only = generate_latest(metrics.registry.restricted_registry(["request_count_total"]))
+    assert b'model_version="b-2"' in only
+    assert b"process_cpu_seconds_total" not in only
+    # The label is not declared by any metric: no call site passes it.
+    assert all("model_version" not in (m._labelnames or ()) for m in (
+        metrics.request_count, metrics.prediction_count, metrics.top1_score))  # fmt: skip
+
+
+# --- prediction_top1_score ---------------------------------------------------------------------
+
+
+def top1_histogram(client: TestClient) -> tuple[float, float, dict[str, float]]:
+    samples = scrape(client)
+    buckets = {
+        k.split('le="', 1)[1].rstrip('"}'): v
+        for k, v in samples.items()
+        if k.startswith("prediction_top1_score_bucket{")
+    }
+    return samples["prediction_top1_score_count{}"], samples["prediction_top1_score_sum{}"], buckets
+
+
+def test_top1_score_is_observed_once_per_image_answered(client: TestClient) -> None:
+    before_count, before_sum, _ = top1_histogram(client)
+    jpeg = photo_bytes("coffee")
+    for _ in range(2):  # a miss, then a cache hit: both answered, both observed
+        assert client.post("/predict", files={"file": ("a.jpg", jpeg)}).status_code == 200
+    files = [("files", ("a.jpg", jpeg)), ("files", ("b.jpg", photo_bytes("chelsea"))),
+             ("files", ("c.jpg", b"not an image"))]  # fmt: skip
+    batch = client.post("/predict/batch", files=files)
+    assert batch.json()["succeeded"] == 2
+    image = base64.b64encode(jpeg).decode()
+    body = {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [image] * 2}]}
+    assert client.post(f"/v2/models/{FAST_MODEL}/infer", json=body).status_code == 200
+    assert client.post("/predict", files={"file": ("a.jpg", b"garbage")}).status_code == 400
+    count, total, buckets = top1_histogram(client)
+    assert count - before_count == 2 + 2 + 2  # the failed images are not answered
+    assert 0.0 < total - before_sum <= 6.0  # probabilities
+    assert [float(le) for le in buckets if le != "+Inf"] == list(TOP1_SCORE_BUCKETS)
+    assert buckets["1.0"] == buckets["+Inf"] == count  # no probability exceeds 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app.api.auth import require_api_key
-from app.api.deps import CacheDep, HostDep
+from app.api.deps import CacheDep, HostDep, ShadowDep
 from app.api.schemas import LabelsResponse, ModelInfoResponse, error_responses
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["model"])
@@ -17,8 +17,13 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["model"])
     summary="The loaded model, its weights and preprocessing",
     responses=error_responses(401, 503),
 )
-async def model_info(host: HostDep, cache: CacheDep) -> ModelInfoResponse:
-    return ModelInfoResponse.of(host.card(), cache.describe())
+async def model_info(host: HostDep, cache: CacheDep, shadow: ShadowDep) -> ModelInfoResponse:
+    return ModelInfoResponse.of(
+        host.card(),
+        cache.describe(),
+        model_version=host.settings.model_version,
+        shadow=None if shadow is None else shadow.describe(),
+    )
 
 
 @router.get(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Header, Response
 
 from app.api.auth import require_api_key
 from app.api.deps import (
@@ -14,6 +15,7 @@ from app.api.deps import (
     ImageInput,
     PipelineDep,
     SettingsDep,
+    ShadowDep,
     Uploads,
     batch_body,
     single_image_body,
@@ -25,6 +27,15 @@ from app.errors import ServingError
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["predict"])
 
+ShadowHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Shadow",
+        description="`1` on a shadow copy that another version of the model sent "
+        "(SERVING_SHADOW_URL): answered as any request, and never shadowed again.",
+    ),
+]
+
 
 @router.post(
     "/predict",
@@ -35,7 +46,9 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["predict"])
         'type) or give its URL (JSON `{"url": ...}` or multipart field `url`). Returns the '
         "top-k ImageNet classes with softmax scores, a timing breakdown and the request id. "
         "A repeated image is answered from the prediction cache (`cache`, `X-Cache`); "
-        "`Cache-Control: no-cache` or `no-store` ask otherwise."
+        "`Cache-Control: no-cache` or `no-store` ask otherwise. With SERVING_SHADOW_URL set, "
+        "a sample of the answered images is also sent to the other model version in the "
+        "background, which changes nothing in the answer."
     ),
     responses=error_responses(400, 401, 413, 415, 422, 502, 503, 504),
     openapi_extra=PREDICT_BODY,
@@ -47,22 +60,27 @@ async def predict(
     pipeline: PipelineDep,
     host: HostDep,
     cache: CachePolicyDep,
+    shadow: ShadowDep,
     response: Response,
+    x_shadow: ShadowHeader = None,
 ) -> PredictResponse:
     if image.url is not None:
-        prediction = await pipeline.classify_url(
+        prediction, data = await pipeline.classify_url(
             image.url, call.ticket, top_k=call.top_k, cache=cache
         )
     else:
         assert image.data is not None
-        prediction = await pipeline.classify_bytes(
-            image.data, call.ticket, top_k=call.top_k, cache=cache
-        )
+        data = image.data
+        prediction = await pipeline.classify_bytes(data, call.ticket, top_k=call.top_k, cache=cache)
+    if shadow is not None:  # in the background: this answer is made already
+        top1 = prediction.predictions[0].class_id
+        shadow.offer(data, top1=top1, request_id=call.request_id, shadow_header=x_shadow)
     response.headers["X-Cache"] = prediction.cache
     return PredictResponse.of(
         prediction,
         request_id=call.request_id,
         model=host.settings.model_name,
+        model_version=host.settings.model_version,
         weights=host.weights_id,
         started=call.started,
     )
@@ -105,5 +123,6 @@ async def predict_batch(
         results,
         request_id=call.request_id,
         model=settings.model_name,
+        model_version=settings.model_version,
         weights=host.weights_id,
     )

@@ -1,7 +1,12 @@
 """What every gRPC call of the protocol goes through besides its own work, as grpc.aio server
 interceptors (the way KServe's model server layers its gRPC calls), outermost first:
 
-    CallOutcome (request id, error mapping, metrics, access log) -> Drain -> ApiKey -> the handler
+    CallOutcome (request id, error mapping, metrics, access log) -> ModelVersion -> Drain ->
+    ApiKey -> the handler
+
+ModelVersion sends `x-model-version: <SERVING_MODEL_VERSION>` as the initial metadata of every
+call, refusals and errors included, once the call is answered: a client behind a router that
+splits traffic between two versions sees which one answered (HTTP's `X-Model-Version` header).
 
 Metrics reuse the HTTP families (`request_count_total`, `request_duration_seconds`,
 `requests_in_flight`, `request_errors_total`) with method `GRPC`, the full method name as the
@@ -166,6 +171,27 @@ class CallOutcome(_UnaryInterceptor):
                 quiet=method in self.open_methods,
                 client=context.peer(),
             )
+
+
+class ModelVersion(_UnaryInterceptor):
+    """`x-model-version` in the initial metadata of every call (see the module docstring)."""
+
+    def __init__(self, model_version: str) -> None:
+        self.metadata = (("x-model-version", model_version),)
+
+    async def around(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        # Sent once the call has its answer or its error (CallOutcome aborts with it next), not
+        # when it starts: a router in front (the chart's nginx) can still retry a call whose
+        # server died before sending anything, never one whose headers it has passed on.
+        try:
+            response = await inner(request, context)
+        except Exception:
+            await context.send_initial_metadata(self.metadata)
+            raise
+        await context.send_initial_metadata(self.metadata)
+        return response
 
 
 class Drain(_UnaryInterceptor):

@@ -29,7 +29,7 @@ from app.memory.bodies import GRPC_HELD, BodyMemory
 from app.oip import handler
 from app.oip.grpc import codec as grpc_codec
 from app.oip.grpc import grpc_predict_v2_pb2 as pb
-from app.oip.grpc.interceptors import ApiKey, CallObserver, CallOutcome, Drain
+from app.oip.grpc.interceptors import ApiKey, CallObserver, CallOutcome, Drain, ModelVersion
 from app.oip.handler import ServerInfo
 from app.oip.model import OipModel
 from app.oip.tensors import CHANNELS, Limits
@@ -216,7 +216,10 @@ async def start_grpc_server(
     `tracer_provider`: trace every call (OpenTelemetry's gRPC server instrumentation, which
     honours a `traceparent` in the metadata), outermost, so the call's span is current in every
     interceptor inside it and in the call."""
-    size = max_message_bytes(limits, model_provider().input_size)
+    model = model_provider()
+    size = max_message_bytes(limits, model.input_size)
+    # The version that answers a call that names none (handler.resolve): the latest served.
+    version = list(model.versions)[-1]
     drain = Drain(OPEN_METHODS)
     tracing: list[grpc.aio.ServerInterceptor] = []
     if tracer_provider is not None:
@@ -228,6 +231,7 @@ async def start_grpc_server(
         interceptors=[
             *tracing,
             CallOutcome(observer, OPEN_METHODS),
+            ModelVersion(version),
             drain,
             ApiKey(api_keys, OPEN_METHODS),
         ],
