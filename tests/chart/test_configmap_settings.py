@@ -19,9 +19,18 @@ from chart.chartkit import CHART, VALUES_DEV, VALUES_PROD, VALUES_PROD_GPU, Rend
 # Settings that come from a Secret or from the chart's own values, never from the ConfigMap:
 # the API keys (values `apiKeys`), and the Redis URL and password of the prediction cache
 # (values `cache.redis`: the URL of the Redis the chart deploys or of the user's, the password
-# from a Secret; the serving Deployment sets both as `env`).
+# from a Secret; the serving Deployment sets both as `env`); the version label (values
+# `modelVersion`, `canary.modelVersion`: one ConfigMap's settings serve both versions' pods),
+# and the stable's shadow of the canary (values `canary.shadowPercent`).
 SECRET_SETTINGS: frozenset[str] = frozenset(
-    {"SERVING_API_KEYS", "SERVING_CACHE_REDIS_URL", "SERVING_CACHE_REDIS_PASSWORD"}
+    {
+        "SERVING_API_KEYS",
+        "SERVING_CACHE_REDIS_URL",
+        "SERVING_CACHE_REDIS_PASSWORD",
+        "SERVING_MODEL_VERSION",
+        "SERVING_SHADOW_URL",
+        "SERVING_SHADOW_PERCENT",
+    }
 )
 
 # Where the chart's default deliberately differs from the app's, and why.

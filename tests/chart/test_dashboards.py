@@ -14,6 +14,7 @@ from monitoring.monitoringkit import (
     PROMETHEUS_SERIES,
     RECORDING_RULE_PREFIX,
     REDIS_ONLY_SERIES,
+    SHADOW_ONLY_SERIES,
 )
 
 from app.telemetry.metrics import Metrics
@@ -79,10 +80,11 @@ def test_dashboard_is_grafana_json_on_a_prometheus_datasource_variable(path: Pat
 def test_dashboard_queries_use_only_the_apps_metric_names(path: Path) -> None:
     dashboard = json.loads(path.read_text())
     # Besides the app's: Prometheus' `up`, cluster series (kube-state-metrics, cAdvisor), the
-    # chart's recording rules and the series of a configured Redis (registered only with one);
-    # tests/monitoring/ checks those against the rules and a real Prometheus (its app has a
-    # Redis).
+    # chart's recording rules and the series of a configured Redis or shadow target (registered
+    # only with one); tests/monitoring/ checks those against the rules and a real Prometheus
+    # (its app has a Redis and shadows to a canary).
     known = exported_series() | PROMETHEUS_SERIES | set(CLUSTER_SERIES) | REDIS_ONLY_SERIES
+    known |= SHADOW_ONLY_SERIES
     used = {name for query in queries(dashboard) for name in SELECTOR.findall(query)}
     used = {name for name in used if not name.startswith(RECORDING_RULE_PREFIX)}
     assert used, "no metric selector found in the queries"

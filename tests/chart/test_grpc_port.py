@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from app.settings.config import ENV_PREFIX, Settings
-from chart.chartkit import VALUES_DEV, VALUES_PROD, Manifest, Render, only
+from chart.chartkit import VALUES_DEV, VALUES_PROD, Manifest, Render, only, release_service
 
 VALUES = pytest.mark.parametrize(
     "values", [(), (VALUES_DEV,), (VALUES_PROD,)], ids=["defaults", "dev", "prod"]
@@ -53,7 +53,7 @@ def test_the_apps_grpc_port_is_exposed_by_pod_service_and_policy(
     assert settings.grpc_port > 0  # on in every shipped values file
     [pod_port] = named(container(manifests)["ports"], "grpc")
     assert pod_port == {"name": "grpc", "containerPort": settings.grpc_port, "protocol": "TCP"}
-    [service_port] = named(only(manifests, "Service")["spec"]["ports"], "grpc")
+    [service_port] = named(release_service(manifests)["spec"]["ports"], "grpc")
     assert service_port["port"] == settings.grpc_port
     assert service_port["targetPort"] == "grpc"
     assert service_port["appProtocol"] == "kubernetes.io/h2c"
@@ -70,7 +70,7 @@ def test_the_probes_stay_on_http(render: Render, values: tuple[Path, ...]) -> No
 
 
 def test_dev_pins_the_grpc_node_port_beside_the_http_one(render: Render) -> None:
-    ports = only(render([VALUES_DEV]), "Service")["spec"]["ports"]
+    ports = release_service(render([VALUES_DEV]))["spec"]["ports"]
     assert [(p["name"], p.get("nodePort")) for p in ports] == [("http", 30080), ("grpc", 30081)]
 
 
@@ -81,6 +81,6 @@ def test_zero_turns_grpc_off_in_the_app_and_everywhere_in_the_chart(
     manifests = render(values, [POLICY_ON, "config.SERVING_GRPC_PORT=0"])
     assert app_settings(manifests, monkeypatch).grpc_port == 0
     assert named(container(manifests)["ports"], "grpc") == []
-    assert named(only(manifests, "Service")["spec"]["ports"], "grpc") == []
+    assert named(release_service(manifests)["spec"]["ports"], "grpc") == []
     [rule] = only(manifests, "NetworkPolicy")["spec"]["ingress"]
     assert named(rule["ports"], "grpc") == []

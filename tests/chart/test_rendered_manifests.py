@@ -20,6 +20,7 @@ from chart.chartkit import (
     Manifest,
     Render,
     only,
+    server_service,
     template_args,
 )
 
@@ -135,7 +136,7 @@ def test_deployment_service_servicemonitor_and_pdb_select_the_same_pods(
 ) -> None:
     manifests = render(VALUE_SETS[name], [*EXTRA[name], "podDisruptionBudget.enabled=true"])
     deployment = only(manifests, "Deployment")
-    service = only(manifests, "Service")
+    service = server_service(manifests)
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = _selector(deployment)
     assert selector.items() <= pod_labels.items()
@@ -152,13 +153,15 @@ def test_servicemonitor_scrapes_the_services_named_port_which_targets_the_contai
     render: Render, name: str
 ) -> None:
     manifests = render(VALUE_SETS[name], EXTRA[name])
-    service_port = only(manifests, "Service")["spec"]["ports"][0]
+    service_port = server_service(manifests)["spec"]["ports"][0]
     endpoint = only(manifests, "ServiceMonitor")["spec"]["endpoints"][0]
     assert endpoint["port"] == service_port["name"] == "http"
     assert endpoint["path"] == "/metrics"
     container = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert service_port["targetPort"] in {p["name"] for p in container["ports"]}
-    assert service_port["port"] == 8080
+    # The release's Service port; behind the A/B router (values-prod), the container's own on
+    # <fullname>-stable, which the router's config names.
+    assert service_port["port"] in {8080, int(container["ports"][0]["containerPort"])}
 
 
 def test_defaults_install_on_a_cluster_without_prometheus_operator(render: Render) -> None:
@@ -307,7 +310,7 @@ def test_no_selector_of_the_server_selects_redis_and_redis_selects_only_itself(
     redis = only(manifests, "Deployment", f"{RELEASE}-resnet-serving-redis", cache=True)
     server_pod = server["spec"]["template"]["metadata"]["labels"]
     redis_pod = redis["spec"]["template"]["metadata"]["labels"]
-    service = only(manifests, "Service", f"{RELEASE}-resnet-serving")
+    service = server_service(manifests)
     redis_service = only(manifests, "Service", f"{RELEASE}-resnet-serving-redis", cache=True)
     # Pod selectors of the server's objects: its Deployment, Service, PDB, NetworkPolicy.
     for selector in (

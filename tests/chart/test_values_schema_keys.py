@@ -43,6 +43,22 @@ FREE_FORM: dict[str, str] = {
         "the Redis container's SecurityContext, written verbatim like securityContext; checked "
         "by kubeconform like it"
     ),
+    "router.podSecurityContext": (
+        "the router pod's PodSecurityContext, written verbatim like podSecurityContext; checked "
+        "by kubeconform on the manifests rendered with the router on (values-prod.yaml)"
+    ),
+    "router.securityContext": (
+        "the router container's SecurityContext, written verbatim like securityContext; checked "
+        "by kubeconform like it"
+    ),
+    "canary.resources": (
+        "the canary container's resources, written verbatim (empty: the stable's); checked by "
+        "kubeconform on the manifests rendered with the canary on"
+    ),
+    "router.strategy": (
+        "a Kubernetes DeploymentStrategy written verbatim into the router's Deployment; checked "
+        "by kubeconform"
+    ),
     "autoscaling.behavior": (
         "a Kubernetes HorizontalPodAutoscalerBehavior written verbatim into the HPA; checked by "
         "kubeconform"
@@ -57,6 +73,11 @@ OPTIONAL: dict[str, tuple[frozenset[str], str]] = {
         "Helm's reserved key, shared with subcharts (kube-prometheus-stack reads "
         "global.imageRegistry and others); Helm validates it against this schema, so the schema "
         "must admit it, and the chart itself sets none",
+    ),
+    "#/properties/canary/properties/image": (
+        frozenset({"repository", "tag", "digest", "pullPolicy", "variant"}),
+        "the canary's image overrides, each optional: the stable's `image` value applies where "
+        "one is not set",
     ),
     "#/definitions/probe": (
         frozenset(

@@ -90,17 +90,25 @@ tag is the chart's appVersion for the CPU image and "<appVersion>-gpu" for the G
 (image.variant): the tags the workflow publishes.
 */}}
 {{- define "resnet-serving.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- include "resnet-serving.imageOf" (dict "root" . "image" .Values.image) }}
+{{- end }}
+
+{{/*
+The same for any image values (`image`, or the canary's: `canary.image` over `image`).
+*/}}
+{{- define "resnet-serving.imageOf" -}}
+{{- $image := .image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
 {{- else }}
-{{- $tag := .Values.image.tag | toString }}
-{{- if not .Values.image.tag }}
-{{- $tag = .Chart.AppVersion | toString }}
-{{- if eq (include "resnet-serving.variant" .) "gpu" }}
+{{- $tag := $image.tag | toString }}
+{{- if not $image.tag }}
+{{- $tag = .root.Chart.AppVersion | toString }}
+{{- if eq ($image.variant | default "cpu") "gpu" }}
 {{- $tag = printf "%s-gpu" $tag }}
 {{- end }}
 {{- end }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" $image.repository $tag }}
 {{- end }}
 {{- end }}
 
