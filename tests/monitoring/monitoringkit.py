@@ -18,8 +18,15 @@ DASHBOARDS_DIR = ROOT / "dashboards"
 TROUBLESHOOTING = ROOT / "docs" / "TROUBLESHOOTING.md"
 # The file name the promtool test files expect next to them (their rule_files).
 RULES_FILE = "resnet-serving.rules.yaml"
-# Prefix of the series the chart's recording rules write.
-RECORDING_RULE_PREFIX = "resnet_serving:"
+# Prefixes of the series the chart's recording rules write (a tuple: `str.startswith` takes
+# it): the SLIs, and the per-version A/B recordings (group resnet-serving.ab).
+RECORDING_RULE_PREFIX = ("resnet_serving:", "namespace_job_model_version:")
+# A/B testing: the version labels of the chart's defaults (`modelVersion`, `canary.modelVersion`)
+# and the values that turn the canary on (it must change the model: another architecture).
+# ResNetServingCanaryWorse exists only with them; the checks of every alert render with them.
+STABLE_VERSION = "v1"
+CANARY_VERSION = "v2"
+CANARY_ON = ("canary.enabled=true", "canary.config.SERVING_MODEL_NAME=resnet18")
 # Series Prometheus itself writes for every target.
 PROMETHEUS_SERIES = frozenset(
     {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"}
@@ -43,6 +50,13 @@ CLUSTER_SERIES = {
 # take them as known; the real Prometheus test runs the app with a real Redis and finds them on
 # its /metrics page.
 REDIS_ONLY_SERIES = frozenset({"prediction_cache_redis_up"})
+# Series the app exports only where it shadows requests to another version (SERVING_SHADOW_URL;
+# the stable's pods with canary.shadowPercent): checks that read an app without one take them as
+# known; the real Prometheus test runs a stable that shadows to a canary and finds them.
+SHADOW_ONLY_SERIES = frozenset(
+    {"shadow_comparisons_total", "shadow_duration_seconds_bucket", "shadow_duration_seconds_count",
+     "shadow_duration_seconds_sum", "shadow_comparisons_created", "shadow_duration_seconds_created"}
+)  # fmt: skip
 
 Rule = dict[str, Any]
 
