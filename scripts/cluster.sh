@@ -105,6 +105,7 @@ cmd_up() {
   base_images
   system_images
   redis_image
+  nginx_image
   monitoring_images
   tracing_images
   local tag=""
@@ -113,6 +114,7 @@ cmd_up() {
     tag=${CLUSTER_IMAGE_TAG:-}
     [ -n "$tag" ] || tag=$(project_image)
     load_project_image "$tag"
+    canary_image
   fi
   node_up
   deploy_dns

@@ -51,6 +51,9 @@ cat >"$SETUP_JSON" <<JSON
 JSON
 log "cluster up in ${up_seconds}s; running the e2e suite (at most $SUITE_TIMEOUT)"
 set +e
+# The A/B test's canary: the image of another model that cluster.sh built (test_10_ab.py).
+E2E_CANARY_IMAGE_TAG=${E2E_CANARY_IMAGE_TAG:-$(cat "$CLUSTER_DIR/canary-image-tag" 2>/dev/null || true)}
+export E2E_CANARY_IMAGE_TAG
 E2E_KUBECONFIG=$CLUSTER_DIR/kubeconfig E2E_CHART=$CLUSTER_DIR/chart E2E_SETUP_JSON=$SETUP_JSON \
   timeout --foreground "$SUITE_TIMEOUT" .venv/bin/pytest tests/e2e -m e2e -p no:cacheprovider -v "$@"
 rc=$?

@@ -10,6 +10,11 @@ LOCAL_PYTHON_IMAGE=local/python:3.11-$LOCAL_DEBIAN_SUITE-slim
 # Redis for the chart's cache.redis (the prediction cache's shared tier): Debian's redis-server
 # package (bookworm: Redis 7.0) on the Debian base, UID/GID 999 like the official image.
 LOCAL_REDIS_IMAGE=local/redis:7.0-$LOCAL_DEBIAN_SUITE
+# nginx for the chart's A/B router: Debian's nginx package (bookworm: 1.22) on the Debian base,
+# UID/GID 101 like the official image.
+LOCAL_NGINX_IMAGE=local/nginx:1.22-$LOCAL_DEBIAN_SUITE
+# The canary of the e2e suite's A/B test: the project image built for another model.
+CANARY_MODEL_NAME=${CANARY_MODEL_NAME:-resnet18}
 PROJECT_IMAGE_REPOSITORY=local/resnet-serving
 COREDNS_IMAGE=local/coredns:$COREDNS_VERSION
 # The CA bundle the build trusts for pip and the weights download (a BuildKit secret: it is
@@ -155,6 +160,48 @@ redis_image() {
   fi
 }
 
+# nginx_image: $LOCAL_NGINX_IMAGE from deploy/local-cluster/nginx.Dockerfile (built once, like
+# the Redis image), loaded into containerd unless it is there already. values-local.yaml runs the
+# router with it.
+nginx_image() {
+  if ! docker_has "$LOCAL_NGINX_IMAGE"; then
+    log "building $LOCAL_NGINX_IMAGE (Debian's nginx)"
+    DOCKER_BUILDKIT=1 "$DOCKER" build -q -t "$LOCAL_NGINX_IMAGE" \
+      -f "$ROOT/deploy/local-cluster/nginx.Dockerfile" "$ROOT/deploy/local-cluster" >/dev/null \
+      || die "building $LOCAL_NGINX_IMAGE failed"
+  fi
+  if image_loaded "$LOCAL_NGINX_IMAGE"; then
+    log "image $LOCAL_NGINX_IMAGE already in containerd"
+  else
+    log "loading $LOCAL_NGINX_IMAGE into containerd"
+    load_image "$LOCAL_NGINX_IMAGE"
+  fi
+}
+
+# canary_image: the cpu image built for $CANARY_MODEL_NAME (the Dockerfile's MODEL_NAME), the
+# "another model" of the e2e suite's A/B test; the same build cache as the project image, so
+# only the convert stage and the model's layer are new. Loaded into containerd as
+# local/resnet-serving:canary-<model>-<image id>; the tag goes to $CLUSTER_DIR/canary-image-tag.
+canary_image() {
+  local ref=$PROJECT_IMAGE_REPOSITORY:build-canary id tag
+  log "building the canary image (cpu, MODEL_NAME=$CANARY_MODEL_NAME)"
+  DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain --target cpu -t "$ref" \
+    --build-arg PYTHON_IMAGE="$LOCAL_PYTHON_IMAGE" --build-arg TORCH_INDEX_URL= \
+    --build-arg MODEL_NAME="$CANARY_MODEL_NAME" --build-arg MODEL_WEIGHTS="$LOCAL_MODEL_WEIGHTS" \
+    --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --secret id=ca_bundle,src="$BUILD_CA_BUNDLE" "$ROOT" >"$CLUSTER_LOGS/image-build-canary.log" 2>&1 \
+    || die "docker build of the canary image failed (log: $CLUSTER_LOGS/image-build-canary.log)"
+  id=$("$DOCKER" image inspect -f '{{.Id}}' "$ref")
+  id=${id#sha256:}
+  tag=canary-$CANARY_MODEL_NAME-${id:0:12}
+  "$DOCKER" tag "$ref" "$PROJECT_IMAGE_REPOSITORY:$tag"
+  if ! image_loaded "$PROJECT_IMAGE_REPOSITORY:$tag"; then
+    log "loading $PROJECT_IMAGE_REPOSITORY:$tag into containerd"
+    load_image "$PROJECT_IMAGE_REPOSITORY:$tag"
+  fi
+  echo "$tag" >"$CLUSTER_DIR/canary-image-tag"
+}
+
 # What BuildKit may keep of its cache after `down`: the latest build's layers (torch and the
 # venv, ~5 GB with PyPI's CUDA wheels), so that the next `up` rebuilds in seconds, but not every
 # generation of them.
@@ -172,7 +219,8 @@ remove_images() {
       "$PROJECT_IMAGE_REPOSITORY":*) "$DOCKER" image rm -f "$ref" >/dev/null 2>&1 || true ;;
     esac
   done <"$CLUSTER_DIR/images"
-  "$DOCKER" image rm -f "$PROJECT_IMAGE_REPOSITORY:build" >/dev/null 2>&1 || true
+  "$DOCKER" image rm -f "$PROJECT_IMAGE_REPOSITORY:build" "$PROJECT_IMAGE_REPOSITORY:build-canary" >/dev/null 2>&1 || true
+  rm -f "$CLUSTER_DIR/canary-image-tag"
   "$DOCKER" image prune -f >/dev/null 2>&1 || true
   "$DOCKER" builder prune -f --keep-storage "$BUILD_CACHE_KEEP" >/dev/null 2>&1 || true
   rm -f "$CLUSTER_DIR/images"
