@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import random
@@ -62,7 +61,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.settings.config import Settings
 from bench.lib.images import photo_variants
 from bench.lib.load import LoadResult, Sent, percentile, run_sequence, summarise
-from bench.lib.results import command_line, write_result
+from bench.lib.results import publish
 from bench.lib.rounds import alternating
 from bench.lib.servers import group_cpu_s, process_cpu_s, serving_env
 from harness.process import ManagedProcess, app_process
@@ -479,14 +478,9 @@ def main(argv: list[str] | None = None) -> int:
                  seed=args.seed, repeat=args.repeat, seconds=args.seconds, rounds=args.rounds,
                  warmup_s=args.warmup, probe=args.probe,
                  env=dict(item.split("=", 1) for item in args.env))  # fmt: skip
-    report["command"] = command_line("bench.cache", argv)
-    print(json.dumps(report, indent=2))
-    if args.json:
-        write_result(args.json, report)
-    problems = failed_claims(report)
-    for problem in problems:
-        print(f"cache: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return publish(
+        report, name="cache", argv=argv, json_path=args.json, problems=failed_claims(report)
+    )
 
 
 if __name__ == "__main__":

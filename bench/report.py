@@ -340,6 +340,57 @@ def tracing_goals(report: Row) -> str:
     return table(header, rows)
 
 
+def rounds_rps(side: Row) -> str:
+    """A configuration's pooled throughput and each round's."""
+    rounds = ", ".join(f"{x:.1f}" for x in side["round_rps"])
+    return f"{side['throughput_rps']:.1f} ({rounds})"
+
+
+def router(report: Row) -> str:
+    """bench/router.py: the app called directly and through the chart's nginx router, one run,
+    rounds alternated at each client count."""
+    m = report["machine"]
+    prime = (
+        f"the first after {report['prime_s']:g} s of load through the router not measured"
+        if report["prime_s"]
+        else "no unmeasured load before the first"
+    )
+    head = (
+        f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpus_available']} CPUs, {isa(m)}), "
+        f"model {report['model']}, random weights, the prediction cache off; the router "
+        f"rendered with `--set {' --set '.join(report['router_values'])}`; closed loop, the "
+        f"{report['request_bytes'] / 1000:.0f} KB JPEG; {report['seconds_per_round']:g} s per "
+        f"configuration per round after {report['warmup_s_per_round']:g} s of warm-up (not "
+        f"counted), rounds {' '.join(report['schedule'])} at each client count, {prime}. "
+        f"Command: `{command(report)}`.\n\n"
+    )
+    return head + columns_table(ROUTER_COLUMNS, report["results"])
+
+
+def shadow(report: Row) -> str:
+    """bench/shadow.py: one server copying 0%, 10% and 100% of /predict to a second one, one
+    run, rounds alternated."""
+    m = report["machine"]
+    loads = [x for r in report["configs"] for x in r["load_1m"]]
+    head = (
+        f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpus_available']} CPUs, {isa(m)}), "
+        f"model {report['model']}, random weights, the prediction cache off on both servers; "
+        f"{report['clients']} clients, closed loop, the {report['request_bytes'] / 1000:.0f} KB "
+        f"JPEG; `SERVING_SHADOW_CONCURRENCY={report['shadow_concurrency']}`; "
+        f"{report['seconds_per_round']:g} s per configuration per round after "
+        f"{report['warmup_s_per_round']:g} s of warm-up (not counted), rounds "
+        f"{' '.join(report['schedule'])}, a fresh server each, one target for the whole run. "
+        f"Command: `{command(report)}`. "
+        f"Load average (1 min) on the machine: {min(loads):g} to {max(loads):g}.\n\n"
+    )
+    return head + columns_table(SHADOW_COLUMNS, report["configs"])
+
+
+def per_served(r: Row, *results: str) -> float:
+    """Copies with these results per /predict the server answered over its rounds."""
+    return sum(r["copies"][k] for k in results) / r["served"] if r["served"] else 0.0
+
+
 def pair(key: str, digits: int = 1) -> Callable[[Row], str]:
     """A row's p50 / p95 of one timing, or a dash where it has none."""
 
@@ -552,6 +603,37 @@ TRACING_COLUMNS: tuple[Column, ...] = (
     ("failed", "{failed}"),
 )  # fmt: skip
 
+ROUTER_COLUMNS: tuple[Column, ...] = (
+    ("clients", "{clients}"),
+    ("direct req/s (rounds)", lambda r: rounds_rps(r["direct"])),
+    ("router req/s (rounds)", lambda r: rounds_rps(r["router"])),
+    ("router / direct", lambda r: percent(r["throughput_ratio"])),
+    ("direct client p50 / p95, ms", "{direct[p50_ms]:.1f} / {direct[p95_ms]:.1f}"),
+    ("router client p50 / p95, ms", "{router[p50_ms]:.1f} / {router[p95_ms]:.1f}"),
+    ("p50 / p95 added, ms", "{p50_added_ms:+.1f} / {p95_added_ms:+.1f}"),
+    ("CPU ms per request, direct: app + client", "{direct[cpu_ms_per_request][app]:.1f} + "
+     "{direct[cpu_ms_per_request][client]:.1f}"),
+    ("CPU ms per request, router: app + nginx + client", "{router[cpu_ms_per_request][app]:.1f} + "
+     "{router[cpu_ms_per_request][nginx]:.2f} + {router[cpu_ms_per_request][client]:.1f}"),
+    ("failed: direct / router", "{direct[failed]} / {router[failed]}"),
+)  # fmt: skip
+
+SHADOW_COLUMNS: tuple[Column, ...] = (
+    ("copied (`SERVING_SHADOW_PERCENT`)", "{config}"),
+    ("req/s (rounds)", rounds_rps),
+    ("vs 0%", lambda r: percent(r["throughput_vs_0"])),
+    ("client p50 / p95, ms", "{p50_ms:.0f} / {p95_ms:.0f}"),
+    ("p50 / p95 vs 0%", lambda r: f"{percent(r['p50_vs_0'])} / {percent(r['p95_vs_0'])}"),
+    ("copies per request: sent / compared", lambda r: f"{r['copies_per_request']:.2f} / "
+     f"{per_served(r, 'agree', 'disagree'):.2f}"),
+    ("agree / disagree / error / dropped", "{copies[agree]:.0f} / {copies[disagree]:.0f} / "
+     "{copies[error]:.0f} / {copies[dropped]:.0f}"),
+    ("/predict answered by the target", "{target_answered}"),
+    ("CPU ms per request: server + client; target", "{cpu_ms_per_request[server]:.1f} + "
+     "{cpu_ms_per_request[client]:.1f}; {cpu_ms_per_request[target]:.1f}"),
+    ("failed", "{failed}"),
+)  # fmt: skip
+
 THREAD_VARIANTS = (
     "defaults (every CPU to torch, model threads niced by 10)",
     "model threads at HTTP's priority (`SERVING_MODEL_THREAD_NICENESS=0`)",
@@ -577,6 +659,8 @@ FILE_SECTIONS: dict[str, tuple[str, Callable[[Row], str]]] = {
     "oip-compare": ("oip_compare.json", oip_compare),
     "cache": ("cache.json", cache),
     "tracing": ("tracing.json", tracing),
+    "router": ("router.json", router),
+    "shadow": ("shadow.json", shadow),
 }
 
 # Sections with a row per result file, the same benchmark run several ways: ((file, the row's

@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -53,8 +51,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.lib.images import small_jpeg
 from bench.lib.load import summarise
-from bench.lib.results import command_line, write_result
-from bench.lib.rounds import alternating
+from bench.lib.results import publish
+from bench.lib.rounds import alternating, round_figures
 from bench.lib.servers import process_cpu_s, serving_env
 from bench.oip_load import Window, closed_loop, http_senders
 from harness.process import ManagedProcess, app_process, free_port
@@ -343,13 +341,6 @@ def measure_round(
     )
 
 
-def spread(values: list[float]) -> float | None:
-    """(max - min) / mean of a configuration's rounds: the noise between rounds alike."""
-    if len(values) < 2 or not statistics.fmean(values):
-        return None
-    return round((max(values) - min(values)) / statistics.fmean(values), 4)
-
-
 def pooled(config: str, rounds: list[Round], env: dict[str, str], label: str) -> dict[str, Any]:
     """A configuration's rounds together."""
     latencies = [x for r in rounds for x in r.latencies_s]
@@ -378,13 +369,7 @@ def pooled(config: str, rounds: list[Round], env: dict[str, str], label: str) ->
         "label": label,
         "settings": env,
         **row,
-        "round_rps": [x.throughput_rps for x in per_round],
-        "round_p50_ms": [x.p50_ms for x in per_round],
-        "round_p95_ms": [x.p95_ms for x in per_round],
-        "round_spread": {
-            "throughput": spread([x.throughput_rps for x in per_round]),
-            "p95": spread([x.p95_ms for x in per_round]),
-        },
+        **round_figures(per_round, spread_of="p95"),
         "served": served,
         "spans_received": spans,
         "spans_per_request": round(spans / served, 4) if served else 0.0,
@@ -560,14 +545,9 @@ def main(argv: list[str] | None = None) -> int:
                  seconds=args.seconds, rounds=args.rounds, warmup_s=args.warmup,
                  prime_s=args.prime,
                  env=dict(item.split("=", 1) for item in args.env))  # fmt: skip
-    report["command"] = command_line("bench.tracing", argv)
-    print(json.dumps(report, indent=2))
-    if args.json:
-        write_result(args.json, report)
-    problems = failed_claims(report)
-    for problem in problems:
-        print(f"tracing: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return publish(
+        report, name="tracing", argv=argv, json_path=args.json, problems=failed_claims(report)
+    )
 
 
 if __name__ == "__main__":

@@ -200,6 +200,31 @@ def test_tracing_benchmark_exports_spans_only_where_tracing_is_on(tmp_path: Path
     assert sdk["export_us"] > 0
 
 
+@pytest.mark.slow
+def test_shadow_benchmark_copies_only_where_it_samples(tmp_path: Path) -> None:
+    out = tmp_path / "shadow.json"
+    completed = run_module(
+        "bench.shadow", "--model", "resnet18", "--seconds", "3", "--warmup", "1", "--rounds",
+        "1", "--json", str(out), timeout_s=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {row["config"]: row for row in report["configs"]}
+    assert list(rows) == ["0%", "10%", "100%"]
+    assert report["command"].startswith("python -m bench.shadow ")
+    assert report["machine"]["cpus_available"] >= 1
+    assert all(row["ok"] > 0 and row["failed"] == 0 for row in rows.values())
+    assert all(row["server_exit_codes"] == [0] for row in rows.values())
+    none, every = rows["0%"], rows["100%"]
+    assert none["copies"] == dict.fromkeys(("agree", "disagree", "error", "dropped"), 0.0)
+    assert none["target_answered"] == 0
+    assert every["copies"]["agree"] + every["copies"]["disagree"] > 0
+    assert every["target_answered"] >= every["copies"]["agree"] + every["copies"]["disagree"]
+    assert every["settings"]["SERVING_SHADOW_PERCENT"] == "100"
+    assert none["throughput_vs_0"] == 1.0
+    assert every["cpu_ms_per_request"]["target"] > 0
+
+
 def test_performance_doc_tables_are_the_recorded_results() -> None:
     from bench.report import DOC, rewrite
 

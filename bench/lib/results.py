@@ -29,3 +29,23 @@ def write_result(path: Path, result: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def publish(
+    report: dict[str, Any],
+    *,
+    name: str,
+    argv: list[str] | None,
+    json_path: Path | None,
+    problems: list[str],
+) -> int:
+    """The end of a benchmark that checks claims: the command recorded in `report`, the report
+    printed and written to `json_path` (when given), each failed claim on stderr prefixed by
+    `name`; the exit status (1 when a claim failed)."""
+    report["command"] = command_line(f"bench.{name}", argv)
+    print(json.dumps(report, indent=2))
+    if json_path:
+        write_result(json_path, report)
+    for problem in problems:
+        print(f"{name}: {problem}", file=sys.stderr)
+    return 1 if problems else 0
