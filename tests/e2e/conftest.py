@@ -149,8 +149,9 @@ def _cpu_model() -> str:
 
 @pytest.fixture
 def release_ready(cluster: Cluster) -> Cluster:
-    """Each test starts from a rolled-out release with every replica ready."""
+    """Each test starts from a rolled-out release with every replica ready and no pod of an
+    earlier revision left: a test that ended with an upgrade or a rollback (API keys on, then
+    off) must not have its old pods answer the next test's calls."""
     cluster.wait_rolled_out()
-    replicas = int(cluster.deployment()["spec"]["replicas"])
-    wait_until(f"{replicas} ready pods", lambda: len(cluster.ready_pods()) >= replicas, 300)
+    wait_until("every replica ready, none terminating", cluster.settled, 300)
     return cluster

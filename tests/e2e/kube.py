@@ -99,6 +99,17 @@ class Cluster:
             p for p in self.pods() if is_ready(p) and not p["metadata"].get("deletionTimestamp")
         ]
 
+    def settled(self) -> bool:
+        """As many pods as the Deployment asks for now (an HPA may still be changing it), every
+        one ready and none terminating: no call can reach a pod of an earlier revision (a
+        terminating pod keeps answering through its preStop while the Service's rules catch
+        up)."""
+        replicas = int(self.deployment()["spec"]["replicas"])
+        pods = self.pods()
+        return len(pods) == replicas and all(
+            is_ready(p) and not p["metadata"].get("deletionTimestamp") for p in pods
+        )
+
     def config(self) -> dict[str, str]:
         """The release's settings: the data of its ConfigMap (named like its Deployment)."""
         name = self.deployment()["metadata"]["name"]

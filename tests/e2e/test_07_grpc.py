@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from e2e.kube import Cluster, is_ready, wait_until
+from e2e.kube import Cluster, wait_until
 
 CLASS_COUNT = 5
 # Generous per call: the Service may route a call to a pod that is busy with a batch.
@@ -132,14 +132,6 @@ def test_grpc_through_the_service_classifies_a_real_photo(
     }
 
 
-def _only_current_pods(cluster: Cluster, replicas: int) -> bool:
-    """Every pod ready and none terminating: no call can reach a pod of the old revision."""
-    pods = cluster.pods()
-    return len(pods) == replicas and all(
-        is_ready(p) and not p["metadata"].get("deletionTimestamp") for p in pods
-    )
-
-
 @pytest.mark.timeout(1200)
 def test_grpc_api_keys_from_the_charts_secret(
     release_ready: Cluster,
@@ -160,7 +152,7 @@ def test_grpc_api_keys_from_the_charts_secret(
         cluster.wait_rolled_out()
         wait_until(
             f"{replicas} ready pods of the new revision, none terminating",
-            lambda: _only_current_pods(cluster, replicas),
+            cluster.settled,
             300,
         )
         keys_on_s = time.monotonic() - started
@@ -195,6 +187,8 @@ def test_grpc_api_keys_from_the_charts_secret(
             "rollback", cluster.release, str(previous), "--wait", "--timeout", "10m", timeout=660
         )
         cluster.wait_rolled_out()
+        # The keyed pods gone too: until then they answer the next test with 401s.
+        wait_until("the pods without keys alone", cluster.settled, 300)
     figures["grpc_api_keys"] = {
         "keyless": "UNAUTHENTICATED",
         "accepted_as": ["x-api-key", "authorization: Bearer"],
