@@ -1,8 +1,8 @@
 """The A/B refusals the template makes itself (templates/_ab.tpl), beside the schema's.
 
-The schema refuses a percent outside 0-100 first (helm-unittest's canary_test.yaml), so these
-render with `--skip-schema-validation`, as a user who turns the schema off would: the chart
-must still refuse, naming the value."""
+The schema refuses a percent outside 0-100 or a malformed version label first (helm-unittest's
+canary_test.yaml), so these render with `--skip-schema-validation`, as a user who turns the
+schema off would: the chart must still refuse, naming the value."""
 
 from __future__ import annotations
 
@@ -35,3 +35,13 @@ def test_a_percent_outside_0_100_is_refused_without_the_schema(
 def test_a_percent_inside_0_100_renders_without_the_schema(helm: Helm, offline_chart: Path) -> None:
     args = template_args(offline_chart, set_values=[*CANARY, "canary.trafficPercent=100"])
     assert helm(*args, "--skip-schema-validation").returncode == 0
+
+
+@pytest.mark.parametrize("key", ["modelVersion", "canary.modelVersion"])
+def test_a_version_label_the_app_would_refuse_is_refused_without_the_schema(
+    helm: Helm, offline_chart: Path, key: str
+) -> None:
+    args = template_args(offline_chart, set_values=[*CANARY, f"{key}=bad label"])
+    proc = helm(*args, "--skip-schema-validation", check=False)
+    assert proc.returncode != 0, proc.stdout[:200]
+    assert f'{key} "bad label": a version label is 1-32' in proc.stderr, proc.stderr
